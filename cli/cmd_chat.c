@@ -1,0 +1,7 @@
+/* moec chat: not implemented yet (placeholder so the command table links). */
+#include "cli.h"
+
+int cmd_chat(int argc, char **argv) {
+    (void)argc;
+    return cli_usage_error(argv[0], "not implemented yet");
+}

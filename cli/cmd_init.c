@@ -1,0 +1,7 @@
+/* moec init: not implemented yet (placeholder so the command table links). */
+#include "cli.h"
+
+int cmd_init(int argc, char **argv) {
+    (void)argc;
+    return cli_usage_error(argv[0], "not implemented yet");
+}

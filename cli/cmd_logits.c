@@ -1,0 +1,7 @@
+/* moec logits: not implemented yet (placeholder so the command table links). */
+#include "cli.h"
+
+int cmd_logits(int argc, char **argv) {
+    (void)argc;
+    return cli_usage_error(argv[0], "not implemented yet");
+}

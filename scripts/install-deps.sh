@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moec needs to build, test and benchmark, if any is missing (as root).
+set -euo pipefail
+pkgs=(build-essential clang libomp-dev libclang-rt-14-dev libcjson-dev libopenblas-dev
+      python3-torch python3-numpy python3-sentencepiece sentencepiece nodejs npm)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
