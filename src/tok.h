@@ -106,7 +106,9 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, unsigned flags,
 typedef struct {
     const tok_vocab *v;
     unsigned flags;
-    bool at_start;     /* no visible text emitted yet (leading-space rule) */
+    bool is_bos_ws;    /* leading-space rule state (SentencePiece's decoder): still at the start */
+    bool bos_ws_seen;  /* the last piece consumed the leading space */
+    bool any_text;     /* some text has been produced */
     uint8_t pend[4];   /* bytes of an incomplete UTF-8 character from byte pieces */
     int n_pend;
     char *buf;         /* output buffer, owned */
