@@ -1,0 +1,104 @@
+/* moe: routers, top-k, grouped expert dispatch. See moe.h. */
+#include "moe.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "kern.h"
+#include "ops.h"
+#include "util.h"
+
+void moe_router_attn(float *logits, float *inner, const float *q, const float *k, const float *v, int64_t T,
+                     int64_t E) {
+#pragma omp parallel for schedule(static) if (T * E * E > 65536)
+    for (int64_t t = 0; t < T; t++) {
+        const float *qt = q + t * E, *kt = k + t * E, *vt = v + t * E;
+        for (int64_t i = 0; i < E; i++) {
+            /* softmax_j(q_i k_j) without a scratch row: two passes */
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < E; j++) {
+                float s = qt[i] * kt[j];
+                if (s > mx) mx = s;
+            }
+            double sum = 0.0, acc = 0.0;
+            for (int64_t j = 0; j < E; j++) {
+                double e = exp((double)(qt[i] * kt[j] - mx));
+                sum += e;
+                acc += e * vt[j];
+            }
+            logits[t * E + i] = (float)(acc / sum);
+            if (inner)
+                for (int64_t j = 0; j < E; j++)
+                    inner[(t * E + i) * E + j] = (float)(exp((double)(qt[i] * kt[j] - mx)) / sum);
+        }
+    }
+}
+
+void moe_topk(int32_t *sel, float *w, const float *logits, int64_t T, int64_t E, int64_t k) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *l = logits + t * E;
+        int32_t *st = sel + t * k;
+        for (int64_t s = 0; s < k; s++) {
+            int64_t best = -1;
+            for (int64_t e = 0; e < E; e++) {
+                bool used = false;
+                for (int64_t r = 0; r < s; r++)
+                    if (st[r] == e) used = true;
+                if (used) continue;
+                if (best < 0 || l[e] > l[best] || (isnan(l[best]) && !isnan(l[e]))) best = e;
+            }
+            st[s] = (int32_t)best;
+        }
+        /* weights: softmax over the selected logits (the first is the max unless NaN) */
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < k; s++)
+            if (l[st[s]] > mx) mx = l[st[s]];
+        double sum = 0.0;
+        for (int64_t s = 0; s < k; s++) sum += exp((double)(l[st[s]] - mx));
+        for (int64_t s = 0; s < k; s++) w[t * k + s] = (float)(exp((double)(l[st[s]] - mx)) / sum);
+    }
+}
+
+void moe_group(int32_t *order, int32_t *start, const int32_t *sel, int64_t T, int64_t E, int64_t k) {
+    /* stable counting sort; start[E+1 .. 2E+1) is used as the fill cursor */
+    int32_t *cur = start + E + 1;
+    memset(start, 0, (size_t)(E + 1) * sizeof(int32_t));
+    for (int64_t r = 0; r < T * k; r++) start[sel[r] + 1]++;
+    for (int64_t e = 0; e < E; e++) start[e + 1] += start[e];
+    memcpy(cur, start, (size_t)E * sizeof(int32_t));
+    for (int64_t r = 0; r < T * k; r++) order[cur[sel[r]]++] = (int32_t)r;
+}
+
+size_t moe_scratch_floats(int64_t T, int64_t H, int64_t F) { return (size_t)T * (size_t)(2 * H + 3 * F); }
+size_t moe_scratch_ints(int64_t T, int64_t E, int64_t k) { return (size_t)(T * k + 2 * E + 1); }
+
+int moe_experts_forward(float *out, const float *u, const int32_t *sel, const float *w, int64_t T, int64_t k,
+                        const moe_experts *ex, float *scratch, int32_t *iscratch, float *save_gate, float *save_up,
+                        float *save_hid, float *save_y) {
+    int64_t H = ex->H, F = ex->F, E = ex->E;
+    float *xg = scratch, *yg = xg + T * H, *g = yg + T * H, *up = g + T * F, *hid = up + T * F;
+    int32_t *order = iscratch, *start = order + T * k;
+    moe_group(order, start, sel, T, E, k);
+    for (int64_t e = 0; e < E; e++) {
+        int64_t n = start[e + 1] - start[e];
+        if (n == 0) continue;
+        const int32_t *rows = order + start[e];
+        for (int64_t i = 0; i < n; i++) memcpy(xg + i * H, u + (rows[i] / k) * H, (size_t)H * sizeof(float));
+        if (kern_matmul(g, xg, ex->gate[e], ex->t_gate, n, H, F) != 0) return -1;
+        if (kern_matmul(up, xg, ex->up[e], ex->t_up, n, H, F) != 0) return -1;
+        ops_swiglu(hid, g, up, n * F);
+        if (kern_matmul(yg, hid, ex->down[e], ex->t_down, n, F, H) != 0) return -1;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = rows[i], t = r / k;
+            float wt = w[r];
+            float *o = out + t * H;
+            const float *y = yg + i * H;
+            for (int64_t j = 0; j < H; j++) o[j] += wt * y[j];
+            if (save_gate) memcpy(save_gate + r * F, g + i * F, (size_t)F * sizeof(float));
+            if (save_up) memcpy(save_up + r * F, up + i * F, (size_t)F * sizeof(float));
+            if (save_hid) memcpy(save_hid + r * F, hid + i * F, (size_t)F * sizeof(float));
+            if (save_y) memcpy(save_y + r * H, y, (size_t)H * sizeof(float));
+        }
+    }
+    return 0;
+}

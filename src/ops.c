@@ -1,0 +1,136 @@
+/* ops: forward operations on fp32 arrays. See ops.h. */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kern.h"
+#include "util.h"
+
+int ops_embed(float *out, const int32_t *ids, int64_t T, const void *table, ggml_type type, int64_t H) {
+    size_t rb = ggml_row_bytes(type, H);
+    if (rb == 0) return -1;
+    for (int64_t t = 0; t < T; t++)
+        if (kern_row_to_f32(out + t * H, (const uint8_t *)table + (size_t)ids[t] * rb, type, H) != 0) return -1;
+    return 0;
+}
+
+void ops_rmsnorm(float *out, float *rstd, const float *in, const float *w, int64_t T, int64_t C, float eps) {
+#pragma omp parallel for schedule(static) if (T * C > 32768)
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = in + t * C;
+        float *o = out + t * C;
+        double ss = 0.0;
+        for (int64_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
+        float r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+        for (int64_t i = 0; i < C; i++) o[i] = x[i] * r * w[i];
+        if (rstd) rstd[t] = r;
+    }
+}
+
+void ops_rope_table(float *cos_t, float *sin_t, int64_t pos0, int64_t T, int64_t rope_dims, float base, int table) {
+    int64_t half = rope_dims / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float inv = 1.0f / powf(base, (float)(2 * i) / (float)rope_dims);
+        if (table == 1) inv = moec_bf16_to_f32(moec_f32_to_bf16(inv));
+        for (int64_t t = 0; t < T; t++) {
+            float p = (float)(pos0 + t), a;
+            if (table == 1) {
+                p = moec_bf16_to_f32(moec_f32_to_bf16(p));
+                a = moec_bf16_to_f32(moec_f32_to_bf16(p * inv));
+                cos_t[t * half + i] = moec_bf16_to_f32(moec_f32_to_bf16((float)cos((double)a)));
+                sin_t[t * half + i] = moec_bf16_to_f32(moec_f32_to_bf16((float)sin((double)a)));
+            } else {
+                a = p * inv;
+                cos_t[t * half + i] = (float)cos((double)a);
+                sin_t[t * half + i] = (float)sin((double)a);
+            }
+        }
+    }
+}
+
+void ops_rope(float *x, int64_t T, int64_t n_heads, int64_t d, int64_t rope_dims, int pairing, const float *cos_t,
+              const float *sin_t) {
+    int64_t half = rope_dims / 2;
+    for (int64_t t = 0; t < T; t++) {
+        const float *c = cos_t + t * half, *s = sin_t + t * half;
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + (t * n_heads + h) * d;
+            for (int64_t i = 0; i < half; i++) {
+                int64_t ia = pairing == 1 ? i : 2 * i, ib = pairing == 1 ? i + half : 2 * i + 1;
+                float a = v[ia], b = v[ib];
+                v[ia] = a * c[i] - b * s[i];
+                v[ib] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+void ops_softmax(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void ops_attention(float *out, float *probs, const float *q, const float *kc, const float *vc, int64_t kv_stride,
+                   int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch,
+                   int n_thr) {
+    int64_t g = n_head / n_kv, Tk = pos0 + T;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr)
+    for (int64_t h = 0; h < n_head; h++)
+        for (int64_t t = 0; t < T; t++) {
+            int th = 0;
+#ifdef _OPENMP
+            th = omp_get_thread_num();
+#endif
+            float *sc = scratch + (size_t)th * (size_t)Tk;
+            const float *qt = q + (t * n_head + h) * d;
+            int64_t kvo = (h / g) * d, n = pos0 + t + 1;
+            for (int64_t j = 0; j < n; j++) {
+                const float *kj = kc + j * kv_stride + kvo;
+                float s = 0.0f;
+                for (int64_t i = 0; i < d; i++) s += qt[i] * kj[i];
+                sc[j] = s * scale;
+            }
+            ops_softmax(sc, n);
+            float *o = out + (t * n_head + h) * d;
+            memset(o, 0, (size_t)d * sizeof(float));
+            for (int64_t j = 0; j < n; j++) {
+                const float *vj = vc + j * kv_stride + kvo;
+                float p = sc[j];
+                for (int64_t i = 0; i < d; i++) o[i] += p * vj[i];
+            }
+            if (probs) {
+                float *pr = probs + (h * T + t) * Tk;
+                memcpy(pr, sc, (size_t)n * sizeof(float));
+                memset(pr + n, 0, (size_t)(Tk - n) * sizeof(float));
+            }
+        }
+}
+
+void ops_swiglu(float *out, const float *gate, const float *up, int64_t N) {
+#pragma omp parallel for schedule(static) if (N > 65536)
+    for (int64_t i = 0; i < N; i++) {
+        float z = gate[i];
+        out[i] = z / (1.0f + expf(-z)) * up[i];
+    }
+}
+
+void ops_add(float *y, const float *x, int64_t N) {
+    for (int64_t i = 0; i < N; i++) y[i] += x[i];
+}
+
+void ops_add_bias(float *y, const float *b, int64_t T, int64_t C) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < C; i++) y[t * C + i] += b[i];
+}

@@ -1,0 +1,253 @@
+/* model: decode-vs-full-pass equality, chunked prefill, last-only logits, training activations, GGUF round trip,
+ * hostile model files, context overflow. Tiny random models from model_create + model_init_random (seeded). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "model.h"
+#include "test.h"
+#include "util.h"
+
+static model_hparams yuan_hp(void) {
+    model_hparams hp = {0};
+    hp.arch = MODEL_ARCH_YUAN2MOE;
+    hp.n_vocab = 64, hp.n_embd = 16, hp.n_layer = 3, hp.n_head = 2, hp.n_head_kv = 2, hp.head_dim = 12;
+    hp.n_ctx_train = 64, hp.n_ff = 12, hp.n_ff_exp = 8, hp.n_expert = 4, hp.n_expert_used = 2, hp.n_dense_lead = 1;
+    hp.rope_dims = 8, hp.rope_base = 10000.0f, hp.norm_eps = 1e-6f, hp.moe_router = MODEL_FFN_MOE_ATTN;
+    hp.lfa = true, hp.tied = true;
+    return hp;
+}
+
+static model_hparams llama_moe_hp(void) {
+    model_hparams hp = {0};
+    hp.arch = MODEL_ARCH_LLAMA;
+    hp.n_vocab = 50, hp.n_embd = 16, hp.n_layer = 2, hp.n_head = 4, hp.n_head_kv = 2, hp.head_dim = 4;
+    hp.n_ctx_train = 64, hp.n_ff_exp = 10, hp.n_expert = 3, hp.n_expert_used = 2;
+    hp.rope_dims = 4, hp.rope_base = 10000.0f, hp.norm_eps = 1e-5f, hp.moe_router = MODEL_FFN_MOE_LINEAR;
+    hp.tied = false;
+    return hp;
+}
+
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
+/* full pass vs decode vs chunked vs last-only vs with-acts, for one model */
+static void check_consistency(const model *m, const char *name) {
+    enum { T = 9 };
+    int32_t ids[T];
+    int64_t V = m->hp.n_vocab;
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)((i * 37 + 5) % V);
+    static float full[T * 128], step[T * 128], chunk[T * 128], last[128], withacts[T * 128];
+    seq_state *s = model_seq_new(m, 32);
+    T_CHECK(s != NULL, "%s: seq_new: %s", name, moec_last_error());
+    if (!s) return;
+    T_CHECK(model_forward(m, s, ids, T, full, 0, NULL) == 0, "%s: full pass: %s", name, moec_last_error());
+    T_CHECK(s->pos == T, "%s: pos advanced", name);
+    model_seq_reset(s);
+    for (int t = 0; t < T; t++) T_CHECK(model_forward(m, s, ids + t, 1, step + t * V, 0, NULL) == 0, "step");
+    model_seq_reset(s);
+    T_CHECK(model_forward(m, s, ids, 3, chunk, 0, NULL) == 0, "chunk 1");
+    T_CHECK(model_forward(m, s, ids + 3, 1, chunk + 3 * V, 0, NULL) == 0, "chunk 2");
+    T_CHECK(model_forward(m, s, ids + 4, 5, chunk + 4 * V, 0, NULL) == 0, "chunk 3");
+    model_seq_reset(s);
+    T_CHECK(model_forward(m, s, ids, T, last, MODEL_FWD_LAST, NULL) == 0, "last only");
+    double scale = max_abs(full, (size_t)(T * V));
+    T_CHECK(scale > 1e-3 && isfinite(scale), "%s: logits not trivial (max %g)", name, scale);
+    double tol = 1e-5 * (scale > 1 ? scale : 1);
+    double d1 = max_diff(full, step, (size_t)(T * V)), d2 = max_diff(full, chunk, (size_t)(T * V)),
+           d3 = max_diff(full + (T - 1) * V, last, (size_t)V);
+    T_CHECK(d1 <= tol, "%s: decode vs full pass differ by %g (tol %g)", name, d1, tol);
+    T_CHECK(d2 <= tol, "%s: chunked prefill vs full pass differ by %g", name, d2);
+    T_CHECK(d3 <= tol, "%s: last-only logits differ by %g", name, d3);
+    /* the first position must not depend on later tokens (causality) */
+    int32_t ids2[T];
+    memcpy(ids2, ids, sizeof ids);
+    ids2[T - 1] = (ids2[T - 1] + 1) % (int32_t)V;
+    static float full2[T * 128];
+    model_seq_reset(s);
+    T_CHECK(model_forward(m, s, ids2, T, full2, 0, NULL) == 0, "full pass 2");
+    T_CHECK(max_diff(full, full2, (size_t)((T - 1) * V)) == 0, "%s: causal: earlier logits unchanged", name);
+    T_CHECK(max_diff(full + (T - 1) * V, full2 + (T - 1) * V, (size_t)V) > 0, "%s: last logits changed", name);
+    /* training activations: same logits, probabilities rows sum to 1, weights sum to 1 */
+    model_acts *a = model_acts_new(m, T);
+    T_CHECK(a != NULL, "acts_new: %s", moec_last_error());
+    if (a) {
+        model_seq_reset(s);
+        T_CHECK(model_forward(m, s, ids, T, withacts, 0, a) == 0, "forward with acts: %s", moec_last_error());
+        T_CHECK(max_diff(full, withacts, (size_t)(T * V)) == 0, "%s: logits with acts identical", name);
+        const model_layer_acts *la = &a->layers[m->hp.n_layer - 1];
+        double sum = 0;
+        for (int j = 0; j < T; j++) sum += la->att[(1 * T + (T - 1)) * T + j];
+        T_CHECK(fabs(sum - 1) < 1e-5, "%s: attention probs row sums to 1 (%g)", name, sum);
+        T_CHECK(la->att[(0 * T + 2) * T + 3] == 0, "%s: masked prob is 0", name);
+        if (la->selw) {
+            T_CHECK(fabs(la->selw[0] + la->selw[1] - 1) < 1e-6, "%s: routing weights sum to 1", name);
+            T_CHECK(la->sel[0] != la->sel[1] && la->sel[0] >= 0 && la->sel[0] < m->hp.n_expert, "%s: sel", name);
+            T_CHECK(la->rlogits[la->sel[0]] >= la->rlogits[la->sel[1]], "%s: sel ordered", name);
+        }
+        T_CHECK(la->h_in != NULL && la->x != NULL && la->f != NULL && la->u != NULL, "%s: acts pointers", name);
+        model_seq_reset(s);
+        T_CHECK(model_forward(m, s, ids, 3, NULL, 0, NULL) == 0, "prefill");
+        T_CHECK(model_forward(m, s, ids, 3, NULL, 0, a) != 0, "%s: acts need pos 0", name);
+        model_acts_free(a);
+    }
+    /* context overflow and bad ids: clear errors, no state change */
+    model_seq_reset(s);
+    int32_t many[40] = {0};
+    T_CHECK(model_forward(m, s, many, 40, NULL, 0, NULL) != 0 && strstr(moec_last_error(), "context"),
+            "%s: prompt longer than the context is an error: %s", name, moec_last_error());
+    int32_t bad = (int32_t)V;
+    T_CHECK(model_forward(m, s, &bad, 1, NULL, 0, NULL) != 0 && strstr(moec_last_error(), "out of range"),
+            "%s: bad id is an error", name);
+    T_CHECK(s->pos == 0, "%s: failed calls do not advance", name);
+    model_seq_free(s);
+}
+
+static char tmpdir[256];
+static const char *tmp(const char *name) {
+    static char buf[512];
+    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
+    return buf;
+}
+
+/* write m with extra key overrides; returns 0 on success */
+typedef int (*tweak_fn)(gguf_writer *w);
+static int write_tweaked(const model *m, const char *path, tweak_fn tw) {
+    gguf_writer *w = gguf_w_new();
+    if (!w) return -1;
+    int rc = model_gguf_fill(m, w) == 0 && (!tw || tw(w) == 0) && gguf_w_write(w, path) == 0 ? 0 : -1;
+    gguf_w_free(w);
+    return rc;
+}
+static int tw_arch(gguf_writer *w) { return gguf_w_set_str(w, "general.architecture", "gpt9"); }
+static int tw_heads(gguf_writer *w) { return gguf_w_set_u64(w, "yuan2moe.attention.head_count", 1ull << 40); }
+static int tw_ff(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.expert_feed_forward_length", 16); }
+static int tw_lfa(gguf_writer *w) { return gguf_w_set_bool(w, "yuan2moe.lfa", true); }
+static int tw_layers(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.block_count", 4); }
+static int tw_router(gguf_writer *w) { return gguf_w_set_str(w, "yuan2moe.router", "magic"); }
+static int tw_topk(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.expert_used_count", 9); }
+static int tw_embd(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.embedding_length", 0); }
+
+static void expect_load_error(const model *m, tweak_fn tw, const char *want, const char *what) {
+    const char *p = tmp("bad.gguf");
+    T_CHECK(write_tweaked(m, p, tw) == 0, "write %s: %s", what, moec_last_error());
+    model *b = model_load(p, NULL);
+    T_CHECK(b == NULL, "%s: load must fail", what);
+    T_CHECK(strstr(moec_last_error(), want) != NULL, "%s: error '%s' should mention '%s'", what, moec_last_error(),
+            want);
+    model_free(b);
+}
+
+static void check_gguf(void) {
+    model_hparams hp = yuan_hp();
+    model *m = model_create(&hp, NULL);
+    T_CHECK(m && model_init_random(m, 1, 0.3f) == 0, "create");
+    const char *p = tmp("yuan.gguf");
+    T_CHECK(model_write_gguf(m, p) == 0, "write gguf: %s", moec_last_error());
+    model *l = model_load(p, NULL);
+    T_CHECK(l != NULL, "load back: %s", moec_last_error());
+    if (l) {
+        T_CHECK(l->hp.n_layer == 3 && l->hp.head_dim == 12 && l->hp.n_dense_lead == 1 && l->hp.lfa &&
+                    l->hp.moe_router == MODEL_FFN_MOE_ATTN && l->hp.tied && l->hp.rope_dims == 8,
+                "hparams round trip");
+        T_CHECK(l->n_params == m->n_params && l->n_floats == m->n_floats, "param table round trip");
+        int32_t ids[5] = {1, 2, 3, 60, 7};
+        static float a[5 * 64], b[5 * 64];
+        seq_state *s1 = model_seq_new(m, 8), *s2 = model_seq_new(l, 8);
+        T_CHECK(model_forward(m, s1, ids, 5, a, 0, NULL) == 0 && model_forward(l, s2, ids, 5, b, 0, NULL) == 0,
+                "forward both");
+        T_CHECK(max_diff(a, b, 5 * 64) == 0, "loaded model gives identical logits");
+        /* rope table override: hf differs from fp32 at positions >= 2 but equals it at 0 */
+        model_load_opts o = {MODEL_ROPE_TABLE_HF};
+        model *h = model_load(p, &o);
+        T_CHECK(h && h->hp.rope_table == MODEL_ROPE_TABLE_HF, "rope-table override");
+        if (h) {
+            seq_state *s3 = model_seq_new(h, 8);
+            static float c[5 * 64];
+            T_CHECK(model_forward(h, s3, ids, 5, c, 0, NULL) == 0, "forward hf");
+            T_CHECK(max_diff(a, c, 64) < 1e-6, "hf table: position 0 identical");
+            T_CHECK(max_diff(a + 4 * 64, c + 4 * 64, 64) > 0, "hf table: later positions differ");
+            model_seq_free(s3);
+            model_free(h);
+        }
+        model_seq_free(s1);
+        model_seq_free(s2);
+        model_free(l);
+    }
+    /* hostile files: one clear error each */
+    expect_load_error(m, tw_arch, "unknown architecture 'gpt9'", "unknown arch");
+    expect_load_error(m, tw_heads, "head_count", "2^40 heads");
+    expect_load_error(m, tw_ff, "has shape [16, 8, 4], expected [16, 16, 4]", "wrong shape");
+    expect_load_error(m, tw_layers, "missing tensor blk.3.attn_norm.weight", "missing tensor");
+    expect_load_error(m, tw_router, "unknown router 'magic'", "bad router");
+    expect_load_error(m, tw_topk, "expert_used_count", "top-k > experts");
+    expect_load_error(m, tw_embd, "embedding_length", "zero width");
+    model_hparams hn = hp;
+    hn.lfa = false;
+    model *nolfa = model_create(&hn, NULL);
+    T_CHECK(nolfa != NULL, "create no-lfa");
+    if (nolfa) expect_load_error(nolfa, tw_lfa, "missing tensor blk.0.lfa_conv1.weight", "lfa on, tensors absent");
+    model_free(nolfa);
+    T_CHECK(model_load(tmp("does-not-exist.gguf"), NULL) == NULL, "missing file");
+    FILE *f = fopen(tmp("junk.gguf"), "wb");
+    if (f) {
+        fputs("GGUF but not really", f);
+        fclose(f);
+    }
+    T_CHECK(model_load(tmp("junk.gguf"), NULL) == NULL && moec_last_error()[0], "junk file");
+    model_free(m);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/moec_test_model_%d", (int)getpid());
+    if (mkdir(tmpdir, 0700) != 0) perror("mkdir");
+
+    model_hparams hp = yuan_hp();
+    model *y = model_create(&hp, NULL);
+    T_CHECK(y && model_init_random(y, 42, 0.3f) == 0, "create yuan: %s", moec_last_error());
+    if (y) check_consistency(y, "yuan2moe (LFA, attention router, 1 dense layer)");
+    hp.rope_table = MODEL_ROPE_TABLE_HF;
+    model *yh = model_create(&hp, NULL);
+    T_CHECK(yh && model_init_random(yh, 42, 0.3f) == 0, "create yuan hf");
+    if (yh) check_consistency(yh, "yuan2moe hf rope table");
+    model_hparams hl = llama_moe_hp();
+    model *lm = model_create(&hl, NULL);
+    T_CHECK(lm && model_init_random(lm, 7, 0.3f) == 0, "create llama moe");
+    if (lm) check_consistency(lm, "llama MoE (GQA, linear router)");
+    hl.n_expert = 0, hl.n_expert_used = 0, hl.n_ff = 24, hl.tied = true;
+    model *ld = model_create(&hl, NULL);
+    T_CHECK(ld && model_init_random(ld, 8, 0.3f) == 0, "create llama dense");
+    if (ld) check_consistency(ld, "llama dense tied");
+    /* bad hyper-parameters */
+    model_hparams bad = yuan_hp();
+    bad.n_head_kv = 1;
+    T_CHECK(model_create(&bad, NULL) == NULL && strstr(moec_last_error(), "head_count_kv"), "yuan GQA rejected");
+    bad = yuan_hp();
+    bad.rope_dims = 13;
+    T_CHECK(model_create(&bad, NULL) == NULL && strstr(moec_last_error(), "rope"), "odd rope dims rejected");
+    model_free(y);
+    model_free(yh);
+    model_free(lm);
+    model_free(ld);
+
+    check_gguf();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    return t_done("test_model");
+}
