@@ -1,0 +1,537 @@
+/* train: loss, backward orchestration, optimizers, schedules, checkpoints. See train.h. */
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern.h"
+#include "moe.h"
+#include "ops.h"
+#include "ops_backward.h"
+
+/* ---- optimizers ------------------------------------------------------------------------------------------ */
+
+void train_opt_defaults(train_opt_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->kind = TRAIN_OPT_ADAMW;
+    c->beta1 = 0.9f;
+    c->beta2 = 0.95f;
+    c->eps = 1e-8f;
+    c->weight_decay = 0.1f;
+}
+
+void train_opt_step(const train_opt_cfg *c, float lr, int64_t t, float *p, const float *g, float *m, float *v,
+                    const train_segment *seg, size_t n_seg) {
+    if (c->kind == TRAIN_OPT_ADAMW) {
+        float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+        float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+        for (size_t s = 0; s < n_seg; s++) {
+            float wd = seg[s].decay ? c->weight_decay : 0.0f;
+            float *ps = p + seg[s].offset, *ms = m + seg[s].offset, *vs = v + seg[s].offset;
+            const float *gs = g + seg[s].offset;
+            int64_t n = (int64_t)seg[s].numel;
+#pragma omp parallel for schedule(static) if (n > 65536)
+            for (int64_t i = 0; i < n; i++) {
+                float gi = gs[i];
+                float mi = b1 * ms[i] + (1.0f - b1) * gi;
+                float vi = b2 * vs[i] + (1.0f - b2) * gi * gi;
+                ms[i] = mi;
+                vs[i] = vi;
+                float mh = mi / bc1, vh = vi / bc2;
+                ps[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * ps[i]);
+            }
+        }
+    } else {
+        for (size_t s = 0; s < n_seg; s++) {
+            float wd = seg[s].decay ? c->weight_decay : 0.0f;
+            float *ps = p + seg[s].offset, *ms = m ? m + seg[s].offset : NULL;
+            const float *gs = g + seg[s].offset;
+            int64_t n = (int64_t)seg[s].numel;
+#pragma omp parallel for schedule(static) if (n > 65536)
+            for (int64_t i = 0; i < n; i++) {
+                float gi = gs[i] + wd * ps[i];
+                if (c->momentum != 0.0f && ms) {
+                    /* torch: buf = g at the first step, then buf = μ·buf + g */
+                    gi = t <= 1 ? gi : c->momentum * ms[i] + gi;
+                    ms[i] = gi;
+                }
+                ps[i] -= lr * gi;
+            }
+        }
+    }
+}
+
+#define NORM_BLOCK 65536
+double train_grad_norm(const float *g, size_t n) {
+    int64_t nb = (int64_t)((n + NORM_BLOCK - 1) / NORM_BLOCK);
+    double total = 0.0;
+    double *part = malloc((size_t)(nb > 0 ? nb : 1) * sizeof(double));
+    if (!part) { /* serial fallback, same order of blocks */
+        for (size_t i = 0; i < n; i++) total += (double)g[i] * g[i];
+        return sqrt(total);
+    }
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (int64_t b = 0; b < nb; b++) {
+        size_t lo = (size_t)b * NORM_BLOCK, hi = lo + NORM_BLOCK < n ? lo + NORM_BLOCK : n;
+        double s = 0.0;
+        for (size_t i = lo; i < hi; i++) s += (double)g[i] * g[i];
+        part[b] = s;
+    }
+    for (int64_t b = 0; b < nb; b++) total += part[b];
+    free(part);
+    return sqrt(total);
+}
+
+double train_clip_grad(float *g, size_t n, float max_norm) {
+    double norm = train_grad_norm(g, n);
+    if (max_norm > 0 && norm > max_norm) {
+        float s = (float)(max_norm / norm);
+        for (size_t i = 0; i < n; i++) g[i] *= s;
+    }
+    return norm;
+}
+
+float train_lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float lr_min) {
+    if (step < warmup) return lr * (float)(step + 1) / (float)warmup;
+    if (total <= warmup + 1) return total <= warmup ? lr : lr_min;
+    if (step >= total - 1) return lr_min;
+    double frac = (double)(step - warmup) / (double)(total - 1 - warmup);
+    return lr_min + (float)(0.5 * (1.0 + cos(M_PI * frac))) * (lr - lr_min);
+}
+
+/* ---- trainer --------------------------------------------------------------------------------------------- */
+
+/* Backward scratch layout (floats) for T tokens. */
+typedef struct {
+    size_t dh, dx, df, dtmp, du, dhn, datty, dq, dk, dv, do1, cs, sn, drl, drq, drk, drv, dselw, xg, dxg, yg, hidg,
+        gg, ug, dhid, dgg, dug, total, iorder;
+} bwd_layout;
+
+static void bwd_layout_for(const model_hparams *hp, int64_t T, bwd_layout *L) {
+    size_t t = (size_t)T, H = (size_t)hp->n_embd, P = (size_t)(hp->n_head * hp->head_dim),
+           Pkv = (size_t)(hp->n_head_kv * hp->head_dim), E = (size_t)(hp->n_expert > 0 ? hp->n_expert : 1),
+           K = (size_t)(hp->n_expert_used > 0 ? hp->n_expert_used : 1),
+           F = (size_t)(hp->n_ff_exp > (int64_t)hp->n_ff ? hp->n_ff_exp : hp->n_ff), R = (size_t)hp->rope_dims / 2 + 1;
+    size_t o = 0;
+#define A_(f, n) (L->f = o, o += ((n) + 15) & ~(size_t)15)
+    A_(dh, t * H);
+    A_(dx, t * H);
+    A_(df, t * H);
+    A_(dtmp, t * H);
+    A_(du, t * H);
+    A_(dhn, t * H);
+    A_(datty, t * P);
+    A_(dq, t * P);
+    A_(dk, t * Pkv);
+    A_(dv, t * Pkv);
+    A_(do1, t * H);
+    A_(cs, t * R);
+    A_(sn, t * R);
+    A_(drl, t * E);
+    A_(drq, t * E);
+    A_(drk, t * E);
+    A_(drv, t * E);
+    A_(dselw, t * K);
+    A_(xg, t * K * H);
+    A_(dxg, t * K * H);
+    A_(yg, t * K * H);
+    A_(hidg, t * K * F);
+    A_(gg, t * K * F);
+    A_(ug, t * K * F);
+    A_(dhid, t * K * F);
+    A_(dgg, t * K * F);
+    A_(dug, t * K * F);
+#undef A_
+    L->total = o;
+    L->iorder = t * K + 2 * E + 1;
+}
+
+static float *gptr(const train_state *s, const void *view) { return s->grads + ((const float *)view - s->params); }
+
+train_state *train_new(model *m, int64_t T) {
+    train_state *s = moec_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    CHECK(model_flat(m) != NULL, "train: the model must be model_create'd (fp32 flat parameters)");
+    CHECK(T >= 1, "train: sequence length must be >= 1");
+    s->m = m;
+    s->T = T;
+    s->n = m->n_floats;
+    size_t bytes;
+    CHECK(moec_mul_ok(s->n, sizeof(float), &bytes), "train: model too large");
+    s->params = moec_alloc(bytes);
+    s->grads = moec_alloc(bytes);
+    s->m1 = moec_alloc(bytes);
+    s->m2 = moec_alloc(bytes);
+    TRY_PTR(s->params);
+    TRY_PTR(s->grads);
+    TRY_PTR(s->m1);
+    TRY_PTR(s->m2);
+    memcpy(s->params, model_flat(m), bytes);
+    s->seg = moec_calloc(m->n_params, sizeof *s->seg);
+    TRY_PTR(s->seg);
+    for (size_t i = 0; i < m->n_params; i++) {
+        const model_param *p = &m->params[i];
+        s->seg[s->n_seg++] = (train_segment){p->offset, p->numel, p->n_dims >= 2};
+    }
+    s->acts = model_acts_new(m, T);
+    TRY_PTR(s->acts);
+    s->seq = model_seq_new(m, T);
+    TRY_PTR(s->seq);
+    size_t nl;
+    CHECK(moec_mul_ok((size_t)T, (size_t)m->hp.n_vocab, &nl) && moec_mul_ok(nl, sizeof(float), &bytes),
+          "train: logits too large");
+    s->logits = moec_alloc(bytes);
+    TRY_PTR(s->logits);
+    bwd_layout bl;
+    bwd_layout_for(&m->hp, T, &bl);
+    s->buf_n = bl.total + bl.iorder;
+    s->buf = moec_alloc(s->buf_n * sizeof(float));
+    TRY_PTR(s->buf);
+    s->expert_load = moec_calloc((size_t)(m->hp.n_layer * (m->hp.n_expert > 0 ? m->hp.n_expert : 1)), sizeof(double));
+    TRY_PTR(s->expert_load);
+    TRY(model_bind_flat(m, s->params)); /* last: on failure the model keeps its own weights */
+    return s;
+fail:
+    moec_wrap_error("train");
+    train_free(s);
+    return NULL;
+}
+
+void train_free(train_state *s) {
+    if (!s) return;
+    moec_free(s->params);
+    moec_free(s->grads);
+    moec_free(s->m1);
+    moec_free(s->m2);
+    moec_free(s->seg);
+    model_acts_free(s->acts);
+    model_seq_free(s->seq);
+    moec_free(s->logits);
+    moec_free(s->buf);
+    moec_free(s->expert_load);
+    moec_free(s);
+}
+
+void train_zero_grad(train_state *s) { memset(s->grads, 0, s->n * sizeof(float)); }
+
+void train_load_reset(train_state *s) {
+    memset(s->expert_load, 0,
+           (size_t)(s->m->hp.n_layer * (s->m->hp.n_expert > 0 ? s->m->hp.n_expert : 1)) * sizeof(double));
+}
+
+static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+/* Auxiliary router losses of one layer (Switch load balancing, z-loss), weight w: adds to drl, returns the loss. */
+static double aux_losses(const train_state *s, float *drl, const float *rl, const int32_t *sel, int64_t T,
+                         float w) {
+    int64_t E = s->m->hp.n_expert, K = s->m->hp.n_expert_used;
+    double loss = 0.0;
+    float a = s->aux.aux_lb * w, b = s->aux.aux_z * w;
+    double f[1024];
+    if (E > 1024) return 0.0;
+    memset(f, 0, sizeof f);
+    for (int64_t r = 0; r < T * K; r++) f[sel[r]] += 1.0 / (double)(T * K);
+    double P[1024];
+    memset(P, 0, sizeof P);
+    for (int64_t t = 0; t < T; t++) {
+        const float *l = rl + t * E;
+        float mx = -INFINITY;
+        for (int64_t e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+        double sum = 0.0;
+        for (int64_t e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
+        double lse = (double)mx + log(sum);
+        /* p_e; load balancing: d/dp_e = a·E·f_e/T; z: L = b/T·lse², d/dl_e = 2b/T·lse·p_e */
+        double dot = 0.0;
+        for (int64_t e = 0; e < E; e++) {
+            double p = exp((double)l[e] - lse);
+            P[e] += p / (double)T;
+            dot += p * ((double)a * (double)E * f[e] / (double)T);
+        }
+        for (int64_t e = 0; e < E; e++) {
+            double p = exp((double)l[e] - lse);
+            double g = p * ((double)a * (double)E * f[e] / (double)T - dot) + 2.0 * (double)b / (double)T * lse * p;
+            drl[t * E + e] += (float)g;
+        }
+        loss += (double)b / (double)T * lse * lse;
+    }
+    for (int64_t e = 0; e < E; e++) loss += (double)a * (double)E * f[e] * P[e];
+    return loss;
+}
+
+/* Backward of one MoE FFN: dffo = gradient of the FFN output; du += gradient of its input. */
+static void moe_backward(train_state *s, int64_t l, const float *dffo, float *du, int64_t T, const bwd_layout *bl,
+                         float aux_w) {
+    const model *m = s->m;
+    const model_layer *L = &m->layers[l];
+    const model_layer_acts *la = &s->acts->layers[l];
+    int64_t H = m->hp.n_embd, E = m->hp.n_expert, K = m->hp.n_expert_used, F = m->hp.n_ff_exp;
+    float *B = s->buf;
+    float *dselw = B + bl->dselw, *xg = B + bl->xg, *dxg = B + bl->dxg, *yg = B + bl->yg, *hidg = B + bl->hidg,
+          *gg = B + bl->gg, *ug = B + bl->ug, *dhid = B + bl->dhid, *dgg = B + bl->dgg, *dug = B + bl->dug,
+          *drl = B + bl->drl;
+    int32_t *order = (int32_t *)(B + bl->total), *start = order + T * K;
+    const float *u = la->u;
+    /* d(selw) = dffo[t]·y[r] */
+    for (int64_t r = 0; r < T * K; r++) {
+        const float *g = dffo + (r / K) * H, *y = la->e_y + r * H;
+        double acc = 0.0;
+        for (int64_t j = 0; j < H; j++) acc += (double)g[j] * y[j];
+        dselw[r] = (float)acc;
+    }
+    moe_group(order, start, la->sel, T, E, K);
+    for (int64_t e = 0; e < E; e++) {
+        int64_t n = start[e + 1] - start[e];
+        s->expert_load[l * E + e] += (double)n;
+        if (n == 0) continue;
+        const int32_t *rows = order + start[e];
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = rows[i], t = r / K;
+            float w = la->selw[r];
+            for (int64_t j = 0; j < H; j++) yg[i * H + j] = w * dffo[t * H + j];
+            memcpy(xg + i * H, u + t * H, (size_t)H * sizeof(float));
+            memcpy(hidg + i * F, la->e_hid + r * F, (size_t)F * sizeof(float));
+            memcpy(gg + i * F, la->e_gate + r * F, (size_t)F * sizeof(float));
+            memcpy(ug + i * F, la->e_up + r * F, (size_t)F * sizeof(float));
+        }
+        zero(dhid, (size_t)(n * F));
+        ops_matmul_backward(dhid, gptr(s, L->exp_down[e]), yg, hidg, L->exp_down[e], n, F, H);
+        ops_swiglu_backward(dgg, dug, dhid, gg, ug, n * F);
+        zero(dxg, (size_t)(n * H));
+        ops_matmul_backward(dxg, gptr(s, L->exp_gate[e]), dgg, xg, L->exp_gate[e], n, H, F);
+        ops_matmul_backward(dxg, gptr(s, L->exp_up[e]), dug, xg, L->exp_up[e], n, H, F);
+        for (int64_t i = 0; i < n; i++) {
+            float *d = du + (rows[i] / K) * H;
+            for (int64_t j = 0; j < H; j++) d[j] += dxg[i * H + j];
+        }
+    }
+    zero(drl, (size_t)(T * E));
+    ops_topk_softmax_backward(drl, la->sel, la->selw, dselw, T, E, K);
+    if (s->aux.aux_lb != 0.0f || s->aux.aux_z != 0.0f) s->aux_loss += aux_losses(s, drl, la->rlogits, la->sel, T, aux_w);
+    if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
+        float *drq = B + bl->drq, *drk = B + bl->drk, *drv = B + bl->drv;
+        ops_router_attn_backward(drq, drk, drv, drl, la->rq, la->rk, la->rv, la->rinner, T, E);
+        ops_matmul_backward(du, gptr(s, L->router_q.data), drq, u, L->router_q.data, T, H, E);
+        ops_matmul_backward(du, gptr(s, L->router_k.data), drk, u, L->router_k.data, T, H, E);
+        ops_matmul_backward(du, gptr(s, L->router_v.data), drv, u, L->router_v.data, T, H, E);
+    } else {
+        ops_matmul_backward(du, gptr(s, L->gate_inp.data), drl, u, L->gate_inp.data, T, H, E);
+    }
+}
+
+int train_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T, float scale,
+              double *ce_sum) {
+    model *m = s->m;
+    const model_hparams *hp = &m->hp;
+    CHECK(T >= 1 && T <= s->T, "train: sequence of %lld tokens (max %lld)", (long long)T, (long long)s->T);
+    for (int64_t t = 0; t < T; t++)
+        CHECK(target[t] >= 0 && target[t] < hp->n_vocab, "train: target id %d out of range", (int)target[t]);
+    model_seq_reset(s->seq);
+    TRY(model_forward(m, s->seq, in, T, s->logits, 0, s->acts));
+    int64_t H = hp->n_embd, Hh = H / 2, V = hp->n_vocab, nh = hp->n_head, nkv = hp->n_head_kv, d = hp->head_dim,
+            P = nh * d, Pkv = nkv * d, Fd = hp->n_ff;
+    double msum = 0.0;
+    for (int64_t t = 0; t < T; t++) msum += mask ? mask[t] : 1.0f;
+    float aux_w = scale * (float)msum;
+    double ce = ops_cross_entropy(s->logits, s->logits, target, mask, T, V, scale);
+    if (ce_sum) *ce_sum = ce;
+    s->aux_loss = 0.0;
+
+    bwd_layout bl;
+    bwd_layout_for(hp, T, &bl);
+    float *B = s->buf;
+    float *dh = B + bl.dh, *dx = B + bl.dx, *df = B + bl.df, *du = B + bl.du, *dhn = B + bl.dhn,
+          *datty = B + bl.datty, *dq = B + bl.dq, *dk = B + bl.dk, *dv = B + bl.dv, *do1 = B + bl.do1,
+          *cs = B + bl.cs, *sn = B + bl.sn;
+    model_acts *A = s->acts;
+    /* output layer (tied: the gradient lands in the embedding) */
+    zero(dhn, (size_t)(T * H));
+    ops_matmul_backward(dhn, gptr(s, m->output.data), s->logits, A->hn, m->output.data, T, H, V);
+    zero(dh, (size_t)(T * H));
+    ops_rmsnorm_backward(dh, gptr(s, m->output_norm.data), dhn, A->h_out, m->output_norm.data, A->rstd_out, T, H);
+    if (hp->rope_dims > 0) ops_rope_table(cs, sn, 0, T, hp->rope_dims, hp->rope_base, (int)hp->rope_table);
+    float scale_att = 1.0f / sqrtf((float)d);
+
+    for (int64_t l = hp->n_layer - 1; l >= 0; l--) {
+        const model_layer *L = &m->layers[l];
+        const model_layer_acts *la = &A->layers[l];
+        /* ---- FFN: h = h_mid + ffn(rmsnorm(h_mid)) ---- */
+        zero(du, (size_t)(T * H));
+        if (L->var.ffn == MODEL_FFN_DENSE) {
+            float *dhid = B + bl.dhid, *dgg = B + bl.dgg, *dug = B + bl.dug;
+            zero(dhid, (size_t)(T * Fd));
+            ops_matmul_backward(dhid, gptr(s, L->ffn_down.data), dh, la->d_hid, L->ffn_down.data, T, Fd, H);
+            ops_swiglu_backward(dgg, dug, dhid, la->d_gate, la->d_up, T * Fd);
+            ops_matmul_backward(du, gptr(s, L->ffn_gate.data), dgg, la->u, L->ffn_gate.data, T, H, Fd);
+            ops_matmul_backward(du, gptr(s, L->ffn_up.data), dug, la->u, L->ffn_up.data, T, H, Fd);
+        } else {
+            moe_backward(s, l, dh, du, T, &bl, aux_w);
+        }
+        ops_rmsnorm_backward(dh, gptr(s, L->ffn_norm.data), du, la->h_mid, L->ffn_norm.data, la->rstd_u, T, H);
+        /* ---- attention: h_mid = h_in + Wo·attn(...) ---- */
+        zero(datty, (size_t)(T * P));
+        ops_matmul_backward(datty, gptr(s, L->wo.data), dh, la->atty, L->wo.data, T, P, H);
+        ops_attention_backward(dq, dk, dv, datty, la->q, la->k, la->v, la->att, T, nh, nkv, d, scale_att);
+        if (L->var.rope_dims > 0) {
+            ops_rope_backward(dq, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
+            ops_rope_backward(dk, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
+        }
+        zero(dx, (size_t)(T * H));
+        ops_matmul_backward(dx, gptr(s, L->wv.data), dv, la->x, L->wv.data, T, H, Pkv);
+        float *dff = L->var.lfa ? df : dx;
+        if (L->var.lfa) zero(df, (size_t)(T * H));
+        ops_matmul_backward(dff, gptr(s, L->wq.data), dq, la->f, L->wq.data, T, H, P);
+        ops_matmul_backward(dff, gptr(s, L->wk.data), dk, la->f, L->wk.data, T, H, Pkv);
+        if (L->var.lfa) {
+            float *dlin = B + bl.dtmp;
+            zero(dlin, (size_t)(T * H));
+            ops_rmsnorm_backward(dlin, gptr(s, L->lfa_norm.data), df, la->lfa_in, L->lfa_norm.data, la->rstd_lfa, T,
+                                 H);
+            ops_add(dx, dlin, T * H); /* lfa_in = o2 + x */
+            const float *c1 = L->lfa_c1.data, *c2 = L->lfa_c2.data;
+            float *gc1 = gptr(s, c1), *gc2 = gptr(s, c2);
+            zero(do1, (size_t)(T * Hh));
+            ops_conv2_causal_backward(do1, gc2, gc2 + Hh * H, gptr(s, L->lfa_b2.data), dlin, la->o1, c2, c2 + Hh * H,
+                                      T, Hh, H);
+            ops_conv2_causal_backward(dx, gc1, gc1 + Hh * H, gptr(s, L->lfa_b1.data), do1, la->x, c1, c1 + Hh * H, T,
+                                      H, Hh);
+        }
+        ops_rmsnorm_backward(dh, gptr(s, L->attn_norm.data), dx, la->h_in, L->attn_norm.data, la->rstd_x, T, H);
+    }
+    ops_embed_backward(gptr(s, m->tok_embd.data), dh, in, T, H);
+    return 0;
+fail:
+    return -1;
+}
+
+int train_eval_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T,
+                   double *ce_sum) {
+    CHECK(T >= 1 && T <= s->T, "eval: sequence of %lld tokens (max %lld)", (long long)T, (long long)s->T);
+    for (int64_t t = 0; t < T; t++)
+        CHECK(target[t] >= 0 && target[t] < s->m->hp.n_vocab, "eval: target id %d out of range", (int)target[t]);
+    model_seq_reset(s->seq);
+    TRY(model_forward(s->m, s->seq, in, T, s->logits, 0, NULL));
+    *ce_sum = ops_cross_entropy(NULL, s->logits, target, mask, T, s->m->hp.n_vocab, 1.0f);
+    return 0;
+fail:
+    return -1;
+}
+
+/* ---- checkpoints ----------------------------------------------------------------------------------------- */
+
+int train_save(const train_state *s, const train_progress *pr, const char *path) {
+    gguf_writer *w = gguf_w_new();
+    if (!w) return -1;
+    int64_t ne[4] = {(int64_t)s->n, 1, 1, 1};
+    uint64_t dpos[3] = {pr->data.epoch, pr->data.item, pr->data.off};
+    TRY(model_gguf_fill(s->m, w));
+    TRY(gguf_w_set_u64(w, "train.step", (uint64_t)pr->step));
+    TRY(gguf_w_set_u64(w, "train.tokens", pr->tokens));
+    TRY(gguf_w_set_arr(w, "train.rng", GGUF_U64, 4, pr->rng.s));
+    TRY(gguf_w_set_arr(w, "train.data", GGUF_U64, 3, dpos));
+    TRY(gguf_w_set_i32(w, "train.opt", pr->opt_kind));
+    TRY(gguf_w_set_f32(w, "train.lr", pr->lr));
+    TRY(gguf_w_set_f32(w, "train.lr_min", pr->lr_min));
+    TRY(gguf_w_add_tensor(w, "train.m1", GGML_F32, 1, ne, s->m1));
+    TRY(gguf_w_add_tensor(w, "train.m2", GGML_F32, 1, ne, s->m2));
+    TRY(gguf_w_write(w, path));
+    gguf_w_free(w);
+    return 0;
+fail:
+    gguf_w_free(w);
+    return moec_wrap_error("checkpoint %s", path);
+}
+
+static int get_u64_arr(const gguf_file *f, const char *key, uint64_t *out, uint64_t n) {
+    gguf_vtype et;
+    uint64_t cnt;
+    const void *d;
+    if (gguf_get_arr(f, key, &et, &cnt, &d) != 0) return -1;
+    if (et != GGUF_U64 || cnt != n) return moec_set_error("key %s: expected %llu u64 values", key, (unsigned long long)n);
+    memcpy(out, d, n * sizeof(uint64_t));
+    return 0;
+}
+
+train_state *train_load(const char *path, int64_t T, train_progress *pr) {
+    model *lm = NULL, *mc = NULL;
+    train_state *s = NULL;
+    memset(pr, 0, sizeof *pr);
+    lm = model_load(path, NULL);
+    TRY_PTR(lm);
+    mc = model_create(&lm->hp, NULL);
+    TRY_PTR(mc);
+    float *flat = model_flat(mc);
+    for (size_t i = 0; i < mc->n_params; i++) {
+        const model_param *p = &mc->params[i];
+        const model_param *q = NULL;
+        for (size_t j = 0; j < lm->n_params; j++)
+            if (!strcmp(lm->params[j].name, p->name)) q = &lm->params[j];
+        CHECK(q && q->numel == p->numel, "%s: tensor %s missing or of another size", path, p->name);
+        size_t rows = p->numel / (size_t)p->ne[0], rb = ggml_row_bytes(q->view->type, p->ne[0]);
+        CHECK(rb > 0, "%s: tensor %s has an unsupported type", path, p->name);
+        for (size_t r = 0; r < rows; r++)
+            TRY(kern_row_to_f32(flat + p->offset + r * (size_t)p->ne[0], (const uint8_t *)q->view->data + r * rb,
+                                q->view->type, p->ne[0]));
+    }
+    s = train_new(mc, T);
+    TRY_PTR(s);
+    const gguf_file *f = lm->gguf;
+    if (gguf_find_key(f, "train.step") >= 0) {
+        uint64_t step, dpos[3];
+        int32_t opt = 0;
+        int64_t oi;
+        TRY(gguf_get_i64(f, "train.step", (int64_t *)&step));
+        TRY(gguf_get_i64(f, "train.tokens", (int64_t *)&pr->tokens));
+        TRY(get_u64_arr(f, "train.rng", pr->rng.s, 4));
+        TRY(get_u64_arr(f, "train.data", dpos, 3));
+        TRY(gguf_get_i64(f, "train.opt", &oi));
+        opt = (int32_t)oi;
+        TRY(gguf_get_f32_or(f, "train.lr", 0, &pr->lr));
+        TRY(gguf_get_f32_or(f, "train.lr_min", 0, &pr->lr_min));
+        pr->step = (int64_t)step;
+        pr->opt_kind = opt;
+        pr->data = (data_pos){dpos[0], dpos[1], dpos[2]};
+        CHECK(pr->step >= 0, "%s: bad train.step", path);
+        const char *names[2] = {"train.m1", "train.m2"};
+        float *dst[2] = {s->m1, s->m2};
+        for (int i = 0; i < 2; i++) {
+            const gguf_tensor *t = gguf_find_tensor(f, names[i]);
+            CHECK(t && t->type == GGML_F32 && t->n_dims == 1 && t->ne[0] == (int64_t)s->n,
+                  "%s: tensor %s missing or not F32 [%zu]", path, names[i], s->n);
+            memcpy(dst[i], t->data, s->n * sizeof(float));
+        }
+    }
+    model_free(lm);
+    return s;
+fail:
+    if (s) train_free(s);
+    model_free(mc);
+    model_free(lm);
+    return NULL;
+}
+
+int train_export(const char *ckpt, const char *out) {
+    gguf_file *f = gguf_open(ckpt);
+    gguf_writer *w = NULL;
+    if (!f) return -1;
+    w = gguf_w_new();
+    TRY_PTR(w);
+    for (int64_t i = 0; i < gguf_n_kv(f); i++) {
+        const char *k = gguf_key(f, i);
+        if (!strncmp(k, "train.", 6) || !strcmp(k, "general.alignment")) continue;
+        TRY(gguf_w_copy_kv(w, f, k));
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (!strncmp(t->name_z, "train.", 6)) continue;
+        TRY(gguf_w_add_tensor(w, t->name_z, t->type, t->n_dims, t->ne, t->data));
+    }
+    TRY(gguf_w_write(w, out));
+    gguf_w_free(w);
+    gguf_close(f);
+    return 0;
+fail:
+    gguf_w_free(w);
+    gguf_close(f);
+    return -1;
+}

@@ -1,0 +1,72 @@
+/* train optimizers: AdamW and SGD+momentum over a flat buffer with a decay / no-decay split, against values computed
+ * with torch.optim.AdamW / torch.optim.SGD in float64 (two param groups, wd only on the first); clipping and the
+ * warm-up + cosine schedule against hand values. */
+#include <math.h>
+
+#include "test.h"
+#include "train.h"
+
+static const float P0[6] = {0.5f, -1.2f, 2.0f, 0.1f, 1.0f, -0.3f};
+static void grads(float *g, int t) {
+    for (int i = 0; i < 6; i++) g[i] = (float)(sin(i * 1.3 + t) * (1 + i * 0.5));
+}
+
+int main(void) {
+    train_segment seg[2] = {{0, 4, true}, {4, 2, false}};
+    float p[6], g[6], m[6] = {0}, v[6] = {0};
+    train_opt_cfg c;
+    train_opt_defaults(&c);
+    T_CHECK(c.beta1 == 0.9f && c.beta2 == 0.95f && c.weight_decay == 0.1f, "defaults = Yuan 2.0-M32's");
+    /* torch.optim.AdamW(lr=0.01·t at step t, betas=(0.9, 0.95), eps=1e-8, wd 0.1 | 0) */
+    const double adamw[6] = {0.441579826, -1.20561177, 2.04543816, 0.136237038, 0.972432304, -0.352023359};
+    memcpy(p, P0, sizeof p);
+    for (int t = 1; t <= 3; t++) {
+        grads(g, t);
+        train_opt_step(&c, 0.01f * (float)t, t, p, g, m, v, seg, 2);
+    }
+    for (int i = 0; i < 6; i++) T_CHECK(fabs(p[i] - adamw[i]) < 2e-6, "adamw p[%d] = %.9g, torch %.9g", i, p[i], adamw[i]);
+    /* torch.optim.SGD(lr=0.1, momentum=0.9, wd 0.01 | 0) */
+    const double sgd[6] = {0.0826908553, -1.31361924, 2.73195662, 0.797006046, 0.332941835, -1.69438402};
+    c.kind = TRAIN_OPT_SGD;
+    c.momentum = 0.9f;
+    c.weight_decay = 0.01f;
+    memcpy(p, P0, sizeof p);
+    memset(m, 0, sizeof m);
+    for (int t = 1; t <= 3; t++) {
+        grads(g, t);
+        train_opt_step(&c, 0.1f, t, p, g, m, NULL, seg, 2);
+    }
+    for (int i = 0; i < 6; i++) T_CHECK(fabs(p[i] - sgd[i]) < 2e-6, "sgd p[%d] = %.9g, torch %.9g", i, p[i], sgd[i]);
+    /* plain SGD, no decay segment: p -= lr·g */
+    c.momentum = 0;
+    float q[2] = {1, 2}, gq[2] = {0.5f, -1};
+    train_segment s1 = {0, 2, false};
+    train_opt_step(&c, 0.1f, 1, q, gq, NULL, NULL, &s1, 1);
+    T_CHECK(q[0] == 0.95f && q[1] == 2.1f, "plain sgd");
+
+    /* global norm and clipping: [3, 4] has norm 5 */
+    float cg[2] = {3, 4};
+    T_CHECK(fabs(train_grad_norm(cg, 2) - 5.0) < 1e-12, "norm 5");
+    T_CHECK(fabs(train_clip_grad(cg, 2, 1.0f) - 5.0) < 1e-12 && fabs(cg[0] - 0.6f) < 1e-7 && fabs(cg[1] - 0.8f) < 1e-7,
+            "clip to 1");
+    T_CHECK(train_clip_grad(cg, 2, 2.0f) < 2.0 && fabs(cg[0] - 0.6f) < 1e-7, "no clip below the max");
+    /* big buffer: block-wise norm equals the plain sum */
+    size_t n = 300001;
+    float *big = malloc(n * sizeof(float));
+    double ref = 0;
+    for (size_t i = 0; i < n; i++) big[i] = (float)((i % 7) - 3) * 0.01f, ref += (double)big[i] * big[i];
+    T_CHECK(fabs(train_grad_norm(big, n) - sqrt(ref)) < 1e-9 * sqrt(ref), "block norm");
+    free(big);
+
+    /* schedule: warm-up 10, total 110, lr 1 -> 0.1 */
+    T_CHECK(fabs(train_lr_at(0, 10, 110, 1, 0.1f) - 0.1f) < 1e-7, "warm-up step 0");
+    T_CHECK(fabs(train_lr_at(4, 10, 110, 1, 0.1f) - 0.5f) < 1e-7, "warm-up step 4");
+    T_CHECK(fabs(train_lr_at(9, 10, 110, 1, 0.1f) - 1.0f) < 1e-7, "end of warm-up");
+    T_CHECK(fabs(train_lr_at(10, 10, 110, 1, 0.1f) - 1.0f) < 1e-7, "cosine start");
+    T_CHECK(fabs(train_lr_at(60, 10, 110, 1, 0.1f) - 0.5428603162743364) < 1e-6, "cosine middle %.9g",
+            train_lr_at(60, 10, 110, 1, 0.1f));
+    T_CHECK(fabs(train_lr_at(109, 10, 110, 1, 0.1f) - 0.1f) < 1e-7, "cosine end");
+    T_CHECK(fabs(train_lr_at(500, 10, 110, 1, 0.1f) - 0.1f) < 1e-7, "after the end");
+    T_CHECK(train_lr_at(50, 0, 0, 0.3f, 0.3f) == 0.3f, "constant");
+    return t_done("test_train_opt");
+}
