@@ -1,0 +1,115 @@
+// llama.cpp peer for bench/run.sh: load a GGUF with llama.cpp (through node-llama-cpp, prebuilt CPU binaries),
+// process a prompt of P tokens in one batch, then decode N tokens one at a time (greedy), and print one JSON line
+// with llama.cpp's OWN timings (llama_perf_context_print: "prompt eval time" = batches of >1 token, "eval time" =
+// single-token decode steps), not JavaScript wall time.
+//
+// usage: UV_THREADPOOL_SIZE=1 node bench/llamacpp.mjs MODEL.gguf [-t THREADS] [-p 512] [-n 128]
+// UV_THREADPOOL_SIZE=1: otherwise node's libuv pool adds threads per decode step and competes for the cores.
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import fs from "node:fs";
+
+function usage(msg) {
+    if (msg) process.stderr.write(`llamacpp.mjs: ${msg}\n`);
+    process.stderr.write("usage: node bench/llamacpp.mjs MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS]\n");
+    process.exit(2);
+}
+
+const args = process.argv.slice(2);
+let model_path = null, threads = 1, n_prompt = 512, n_gen = 128;
+for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const num = () => {
+        const v = Number(args[++i]);
+        if (!Number.isInteger(v) || v < 1 || v > 1 << 20) usage(`${a} needs a positive integer`);
+        return v;
+    };
+    if (a === "-t") threads = num();
+    else if (a === "-p") n_prompt = num();
+    else if (a === "-n") n_gen = num();
+    else if (a.startsWith("-")) usage(`unknown option ${a}`);
+    else if (model_path === null) model_path = a;
+    else usage("more than one model");
+}
+if (!model_path) usage("no model");
+if (!fs.existsSync(model_path)) usage(`no such file: ${model_path}`);
+
+// Capture llama.cpp's log: the perf lines and which CPU backend variant was loaded.
+const log = [];
+const llama = await getLlama({
+    gpu: false,
+    build: "never",
+    maxThreads: threads,
+    logLevel: LlamaLogLevel.info,
+    logger: (level, message) => { log.push(message); },
+});
+
+const model = await llama.loadModel({ modelPath: model_path, gpuLayers: 0, useMmap: true });
+const ctx_size = n_prompt + n_gen + 16;
+const context = await model.createContext({
+    contextSize: ctx_size,
+    batchSize: n_prompt,           // the whole prompt in one batch, like moec bench
+    threads: { ideal: threads, min: threads },
+    sequences: 1,
+    flashAttention: false,
+    performanceTracking: true,
+});
+const seq = context.getSequence();
+
+// Perf counters of the context since the last print, parsed from llama_perf_context_print's lines.
+async function perf() {
+    const start = log.length;
+    await context.printTimings(); // prints and resets the counters
+    const text = log.slice(start).join("\n");
+    const grab = (re) => { const m = text.match(re); return m ? [Number(m[1]), Number(m[2])] : [NaN, NaN]; };
+    const [pe_ms, pe_n] = grab(/prompt eval time\s*=\s*([\d.]+) ms\s*\/\s*(\d+) tokens/);
+    const [ev_ms, ev_n] = grab(/\beval time\s*=\s*([\d.]+) ms\s*\/\s*(\d+) runs/);
+    return { pe_ms, pe_n, ev_ms, ev_n, text };
+}
+
+// A fixed, valid prompt: token ids cycling through the vocabulary's ordinary range (a random model does not care
+// what the text is; the ids only decide which embedding rows are read).
+
+
+const vocab = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 32000;
+const prompt = [];
+for (let i = 0; i < n_prompt; i++) prompt.push(3 + ((i * 7919) % Math.max(1, vocab - 3)));
+
+await perf(); // reset
+const t0 = process.hrtime.bigint();
+let generated = 0;
+// evaluate() processes the prompt as one batch (logits of the last position), then feeds back each sampled token
+// as a single-token batch: n_gen + 1 iterations give exactly n_gen single-token decode steps.
+const gen = seq.evaluate(prompt, { temperature: 0 });
+for await (const tok of gen) {
+    void tok;
+    if (++generated > n_gen) break;
+}
+const wall_s = Number(process.hrtime.bigint() - t0) / 1e9;
+const p = await perf();
+// Which CPU variant of ggml the loader picked for this CPU (haswell = AVX2+FMA+F16C): from our own memory map.
+let backend = "";
+try { backend = [...new Set(fs.readFileSync("/proc/self/maps", "utf8").match(/libggml-cpu-[a-z0-9_]+/g) ?? [])].join(","); } catch { /* not Linux */ }
+const out = {
+    engine: "llama.cpp",
+    peer: "node-llama-cpp@" + JSON.parse(fs.readFileSync(new URL("./node_modules/node-llama-cpp/package.json", import.meta.url))).version,
+    model: model_path,
+    threads,
+    n_prompt: p.pe_n,
+    n_gen: p.ev_n,
+    pp_ms: p.pe_ms,
+    tg_ms: p.ev_ms,
+    pp_tps: p.pe_n / (p.pe_ms / 1000),
+    tg_tps: p.ev_n / (p.ev_ms / 1000),
+    wall_s,
+    cpu_backend: backend,
+    rss_max_mb: process.resourceUsage().maxRSS / 1024,
+};
+if (!(p.pe_n === n_prompt && p.ev_n === n_gen)) {
+    process.stderr.write(`llamacpp.mjs: unexpected counts (prompt ${p.pe_n}, decode ${p.ev_n}); llama.cpp said:\n${p.text}\n`);
+    out.error = "unexpected token counts";
+}
+if (process.env.LLAMACPP_LOG) process.stderr.write(log.join("\n") + "\n");
+console.log(JSON.stringify(out));
+await context.dispose();
+await model.dispose();
+await llama.dispose();
