@@ -465,12 +465,18 @@ int model_init_random(model *m, uint64_t seed, float std) {
     for (size_t i = 0; i < m->n_params; i++) {
         const model_param *p = &m->params[i];
         float *w = m->flat + p->offset;
-        if (p->n_dims == 1) {
-            float v = strstr(p->name, ".bias") ? 0.0f : 1.0f;
-            for (size_t j = 0; j < p->numel; j++) w[j] = v;
+        if (strstr(p->name, "lfa_conv")) {
+            /* PyTorch's default Conv2d init: U(-b, b), b = 1/sqrt(fan_in), fan_in = in_channels x 2 taps */
+            int64_t fan_in = 2 * (strstr(p->name, "conv1") ? m->hp.n_embd : m->hp.n_embd / 2);
+            float bound = 1.0f / sqrtf((float)fan_in);
+            for (size_t j = 0; j < p->numel; j++) w[j] = bound * (2.0f * moec_rng_uniform(&rng) - 1.0f);
             continue;
         }
-        bool outp = strstr(p->name, "attn_output") || strstr(p->name, "ffn_down") || strstr(p->name, "lfa_conv2");
+        if (p->n_dims == 1) {
+            for (size_t j = 0; j < p->numel; j++) w[j] = 1.0f; /* norms */
+            continue;
+        }
+        bool outp = strstr(p->name, "attn_output") || strstr(p->name, "ffn_down");
         float sd = outp ? out_std : std;
         for (size_t j = 0; j < p->numel; j++) w[j] = sd * moec_rng_normal(&rng);
     }

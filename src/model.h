@@ -142,8 +142,9 @@ model *model_create(const model_hparams *hp, float *flat);
 int model_bind_flat(model *m, float *flat);
 /* Writable flat buffer of a model_create'd model (NULL for a loaded model). */
 float *model_flat(model *m);
-/* Simple seeded initialisation of a model_create'd model: matrices N(0, std), output projections (attn_output,
- * ffn_down*, lfa_conv2) N(0, std/sqrt(2L)), biases 0, norms 1. */
+/* Seeded initialisation of a model_create'd model as Yuan's training code does it: matrices N(0, std) (0.02 in
+ * Megatron), output projections (attn_output, ffn_down*) N(0, std/sqrt(2L)), the LFA convolutions (weights and
+ * biases) PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = 2·in_channels, norms 1. */
 int model_init_random(model *m, uint64_t seed, float std);
 
 /* Add the architecture keys and every parameter tensor (referenced, not copied: keep m alive until written) to a

@@ -2,6 +2,7 @@
  * hostile model files, context overflow. Tiny random models from model_create + model_init_random (seeded). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -204,6 +205,72 @@ static void check_gguf(void) {
     if (nolfa) expect_load_error(nolfa, tw_lfa, "missing tensor blk.0.lfa_conv1.weight", "lfa on, tensors absent");
     model_free(nolfa);
     T_CHECK(model_load(tmp("does-not-exist.gguf"), NULL) == NULL, "missing file");
+    /* llama MoE (GQA, linear router, untied) round trip */
+    model_hparams hl = llama_moe_hp();
+    model *lm = model_create(&hl, NULL);
+    T_CHECK(lm && model_init_random(lm, 3, 0.3f) == 0 && model_write_gguf(lm, tmp("llama.gguf")) == 0,
+            "write llama moe: %s", moec_last_error());
+    model *ll = model_load(tmp("llama.gguf"), NULL);
+    T_CHECK(ll != NULL, "load llama moe: %s", moec_last_error());
+    if (ll && lm) {
+        T_CHECK(ll->hp.arch == MODEL_ARCH_LLAMA && ll->hp.n_head_kv == 2 && ll->hp.n_expert == 3 &&
+                    ll->hp.n_ff_exp == 10 && !ll->hp.tied && ll->hp.moe_router == MODEL_FFN_MOE_LINEAR,
+                "llama hparams round trip");
+        int32_t ids[4] = {4, 9, 49, 0};
+        static float a[4 * 50], b[4 * 50];
+        seq_state *s1 = model_seq_new(lm, 4), *s2 = model_seq_new(ll, 4);
+        T_CHECK(model_forward(lm, s1, ids, 4, a, 0, NULL) == 0 && model_forward(ll, s2, ids, 4, b, 0, NULL) == 0,
+                "llama forward both");
+        T_CHECK(max_diff(a, b, 4 * 50) == 0, "loaded llama gives identical logits");
+        model_seq_free(s1);
+        model_seq_free(s2);
+    }
+    /* the same model as old-style per-expert tensors blk.N.ffn_gate.E.weight */
+    gguf_writer *w = gguf_w_new();
+    int ok = w != NULL && lm != NULL;
+    if (ok) {
+        const char *keys[][2] = {{"llama.embedding_length", "16"}, {"llama.block_count", "2"},
+                                 {"llama.attention.head_count", "4"}, {"llama.attention.head_count_kv", "2"},
+                                 {"llama.feed_forward_length", "10"}, {"llama.expert_count", "3"},
+                                 {"llama.expert_used_count", "2"}, {"llama.context_length", "64"}};
+        ok &= gguf_w_set_str(w, "general.architecture", "llama") == 0;
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            ok &= gguf_w_set_u32(w, keys[i][0], (uint32_t)atoi(keys[i][1])) == 0;
+        ok &= gguf_w_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f) == 0;
+        for (size_t i = 0; i < lm->n_params; i++) {
+            const model_param *p = &lm->params[i];
+            const char *x = strstr(p->name, "_exps.");
+            if (!x) {
+                ok &= gguf_w_add_tensor(w, p->name, GGML_F32, (uint32_t)p->n_dims, p->ne, p->view->data) == 0;
+                continue;
+            }
+            for (int64_t e = 0; e < p->ne[2]; e++) {
+                char nm[64];
+                snprintf(nm, sizeof nm, "%.*s.%lld.weight", (int)(x - p->name), p->name, (long long)e);
+                ok &= gguf_w_add_tensor(w, nm, GGML_F32, 2, p->ne,
+                                        (const float *)p->view->data + (size_t)e * (size_t)(p->ne[0] * p->ne[1])) == 0;
+            }
+        }
+        ok &= gguf_w_write(w, tmp("perexp.gguf")) == 0;
+    }
+    gguf_w_free(w);
+    T_CHECK(ok, "write per-expert file: %s", moec_last_error());
+    model *pe = ok ? model_load(tmp("perexp.gguf"), NULL) : NULL;
+    T_CHECK(pe != NULL, "load per-expert file: %s", moec_last_error());
+    if (pe && ll) {
+        int32_t ids[4] = {4, 9, 49, 0};
+        static float a[4 * 50], b[4 * 50];
+        seq_state *s1 = model_seq_new(pe, 4), *s2 = model_seq_new(ll, 4);
+        T_CHECK(model_forward(pe, s1, ids, 4, a, 0, NULL) == 0 && model_forward(ll, s2, ids, 4, b, 0, NULL) == 0,
+                "per-expert forward");
+        T_CHECK(max_diff(a, b, 4 * 50) == 0, "per-expert tensors give identical logits");
+        T_CHECK(model_write_gguf(pe, tmp("x.gguf")) != 0, "writing a per-expert model is refused");
+        model_seq_free(s1);
+        model_seq_free(s2);
+    }
+    model_free(pe);
+    model_free(lm);
+    model_free(ll);
     FILE *f = fopen(tmp("junk.gguf"), "wb");
     if (f) {
         fputs("GGUF but not really", f);
