@@ -440,6 +440,17 @@ fail:
     return NULL;
 }
 
+model *model_plan(const model_hparams *hp) {
+    model *m = moec_calloc(1, sizeof(model));
+    if (!m) return NULL;
+    m->hp = *hp;
+    if (model_hparams_check(hp) != 0 || build_params(m) != 0) {
+        model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 int model_bind_flat(model *m, float *flat) {
     if (m->gguf) return moec_set_error("model_bind_flat: the model was loaded from a file");
     if (m->flat_owned && m->flat != flat) {

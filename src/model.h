@@ -138,6 +138,9 @@ model_variant model_layer_variant(const model_hparams *hp, int64_t il);
  * owned zeroed buffer; else bind to the caller's buffer (not freed by model_free). Parameters are laid out in
  * m->params order (offsets computed there). Weights are NOT initialised (zeros if owned). */
 model *model_create(const model_hparams *hp, float *flat);
+/* The parameter table of a model with these hyper-parameters, without weights (views have data NULL, type F32):
+ * for sizes and accounting (model_get_stats) before anything large is allocated. Not usable for forward. */
+model *model_plan(const model_hparams *hp);
 /* Rebind every view of a model_create'd model to another flat buffer (e.g. the trainer's). */
 int model_bind_flat(model *m, float *flat);
 /* Writable flat buffer of a model_create'd model (NULL for a loaded model). */

@@ -312,6 +312,25 @@ int main(void) {
     model_free(lm);
     model_free(ld);
 
+    /* accounting for Yuan 2.0-M32 (spec: total 39.94 B, active 3.704 B, 2 x active = 7.41 GFLOPs per token) */
+    model_hparams m32 = {0};
+    m32.arch = MODEL_ARCH_YUAN2MOE;
+    m32.n_vocab = 135040, m32.n_embd = 2048, m32.n_layer = 24, m32.n_head = 16, m32.n_head_kv = 16;
+    m32.head_dim = 256, m32.n_ctx_train = 16384, m32.n_ff_exp = 8192, m32.n_expert = 32, m32.n_expert_used = 2;
+    m32.rope_dims = 128, m32.rope_base = 10000, m32.norm_eps = 1e-6f, m32.moe_router = MODEL_FFN_MOE_ATTN;
+    m32.lfa = true, m32.tied = true;
+    model *pl = model_plan(&m32);
+    T_CHECK(pl != NULL, "plan M32: %s", moec_last_error());
+    if (pl) {
+        model_stats st;
+        model_get_stats(pl, 0, &st);
+        T_CHECK(fabs(st.total_params / 1e9 - 39.94) < 0.01, "M32 total %.4f B", st.total_params / 1e9);
+        T_CHECK(fabs(st.active_params / 1e9 - 3.704) < 0.001, "M32 active %.4f B", st.active_params / 1e9);
+        T_CHECK(fabs(st.flops_per_token / 1e9 - 7.41) < 0.01, "M32 GFLOPs/token %.4f", st.flops_per_token / 1e9);
+        T_CHECK(fabs(st.weight_bytes_per_token / 4 - st.active_params) / st.active_params < 1e-4,
+                "M32 fp32 weight bytes = 4 x active");
+        model_free(pl);
+    }
     check_gguf();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
