@@ -12,25 +12,6 @@
 
 #include "util.h"
 
-/* Until src/gguf.c implements the reader/writer (in progress), the GGUF functions are weak references so the
- * build links; tok_gguf_ready() tells whether they exist. TODO(tok): drop once gguf.c is complete. */
-#pragma weak gguf_open
-#pragma weak gguf_close
-#pragma weak gguf_get_str
-#pragma weak gguf_get_arr
-#pragma weak gguf_get_arr_str
-#pragma weak gguf_find_key
-#pragma weak gguf_get_bool_or
-#pragma weak gguf_get_u32
-#pragma weak gguf_w_set_str
-#pragma weak gguf_w_set_arr_str
-#pragma weak gguf_w_set_arr
-#pragma weak gguf_w_set_u32
-#pragma weak gguf_w_set_bool
-static int tok_gguf_ready(void) {
-    if (gguf_open && gguf_get_arr_str && gguf_w_set_arr_str) return 0;
-    return moec_set_error("GGUF support is not built in yet");
-}
 
 #define TOK_MAX_PIECES (1 << 24)
 #define TOK_MAX_PIECE_LEN 8000 /* SentencePiece's kMaxPieceSize */
@@ -42,7 +23,7 @@ static const char REPL_CHAR[] = "\xef\xbf\xbd";  /* U+FFFD */
 
 /* ---- hash map piece -> id (open addressing; keys are the stored pieces) ------------------------------ */
 typedef struct {
-    int32_t *slot; /* -1 empty */
+    uint64_t *slot; /* (hash >> 32) << 32 | id; UINT64_MAX = empty */
     uint32_t mask;
     uint32_t count;
 } tok_map;
@@ -75,17 +56,26 @@ struct tok_vocab {
     bool add_dummy_prefix, remove_extra_ws, escape_ws, byte_fallback, ws_suffix, split_digits;
     bool has_unused;
     bool is_yuan;
+    uint8_t isolated[128]; /* ASCII byte in no mergeable piece longer than 1 byte: a hard BPE boundary */
     char *unk_surface;
     size_t max_piece_len;
 };
 
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 1099511628211ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    while (n >= 8) {
+        uint64_t x;
+        memcpy(&x, s, 8);
+        h = (h ^ x) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
+        s += 8, n -= 8;
     }
-    return h ^ (h >> 29);
+    uint64_t x = 0;
+    memcpy(&x, s, n);
+    h = (h ^ x) * 0x94d049bb133111ebull;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 32);
 }
 
 static inline const char *piece_ptr(const tok_vocab *v, int32_t id) { return v->arena + v->off[id]; }
@@ -98,35 +88,43 @@ static void map_free(tok_map *m) {
 static int map_init(tok_map *m, uint32_t expect) {
     uint32_t cap = 16;
     while (cap < 2u * expect + 16) cap <<= 1;
-    m->slot = moec_malloc(sizeof(int32_t) * cap);
+    m->slot = moec_malloc(sizeof(uint64_t) * cap);
     if (!m->slot) return -1;
-    memset(m->slot, 0xff, sizeof(int32_t) * cap);
+    memset(m->slot, 0xff, sizeof(uint64_t) * cap);
     m->mask = cap - 1;
     m->count = 0;
     return 0;
 }
 
+#define SLOT_EMPTY UINT64_MAX
+#define SLOT_TAG(h) ((h) & 0xffffffff00000000ull)
+
 static int32_t map_get(const tok_vocab *v, const tok_map *m, const char *s, size_t n) {
     if (!m->slot) return -1;
-    uint32_t i = (uint32_t)hash_bytes(s, n) & m->mask;
+    uint64_t h = hash_bytes(s, n), tag = SLOT_TAG(h);
+    uint32_t i = (uint32_t)h & m->mask;
     for (;;) {
-        int32_t id = m->slot[i];
-        if (id < 0) return -1;
-        if (v->len[id] == n && memcmp(piece_ptr(v, id), s, n) == 0) return id;
+        uint64_t e = m->slot[i];
+        if (e == SLOT_EMPTY) return -1;
+        if (SLOT_TAG(e) == tag) {
+            int32_t id = (int32_t)(uint32_t)e;
+            if (v->len[id] == n && memcmp(piece_ptr(v, id), s, n) == 0) return id;
+        }
         i = (i + 1) & m->mask;
     }
 }
 
-/* Insert id; returns the id already holding that piece (not inserted) or -1 if inserted. */
+/* Insert id; returns the id already holding that piece (not inserted), -1 if inserted, -2 on error. */
 static int32_t map_put(const tok_vocab *v, tok_map *m, int32_t id) {
     if ((m->count + 1) * 2 > m->mask + 1) { /* grow */
         tok_map nm;
         if (map_init(&nm, (m->mask + 1)) != 0) return -2;
         for (uint32_t i = 0; i <= m->mask; i++) {
-            int32_t e = m->slot[i];
-            if (e < 0) continue;
-            uint32_t j = (uint32_t)hash_bytes(piece_ptr(v, e), v->len[e]) & nm.mask;
-            while (nm.slot[j] >= 0) j = (j + 1) & nm.mask;
+            uint64_t e = m->slot[i];
+            if (e == SLOT_EMPTY) continue;
+            int32_t eid = (int32_t)(uint32_t)e;
+            uint32_t j = (uint32_t)hash_bytes(piece_ptr(v, eid), v->len[eid]) & nm.mask;
+            while (nm.slot[j] != SLOT_EMPTY) j = (j + 1) & nm.mask;
             nm.slot[j] = e;
             nm.count++;
         }
@@ -135,14 +133,16 @@ static int32_t map_put(const tok_vocab *v, tok_map *m, int32_t id) {
     }
     const char *s = piece_ptr(v, id);
     size_t n = v->len[id];
-    uint32_t i = (uint32_t)hash_bytes(s, n) & m->mask;
+    uint64_t h = hash_bytes(s, n), tag = SLOT_TAG(h);
+    uint32_t i = (uint32_t)h & m->mask;
     for (;;) {
-        int32_t e = m->slot[i];
-        if (e < 0) break;
-        if (v->len[e] == n && memcmp(piece_ptr(v, e), s, n) == 0) return e;
+        uint64_t e = m->slot[i];
+        if (e == SLOT_EMPTY) break;
+        int32_t eid = (int32_t)(uint32_t)e;
+        if (SLOT_TAG(e) == tag && v->len[eid] == n && memcmp(piece_ptr(v, eid), s, n) == 0) return eid;
         i = (i + 1) & m->mask;
     }
-    m->slot[i] = id;
+    m->slot[i] = tag | (uint32_t)id;
     m->count++;
     return -1;
 }
@@ -290,6 +290,8 @@ static int piece_to_byte(const char *s, size_t n) {
     return val;
 }
 
+static int32_t add_special_nobuild(tok_vocab *v, const char *piece);
+
 static const char *const YUAN_ADDED[5] = {"<mask>", "<predict>", "<FIM_SUFFIX>", "<FIM_PREFIX>", "<FIM_MIDDLE>"};
 static const char *const YUAN_NAMED[] = {"<eod>", "<n>", "<sep>", "<pad>", "<jupyter_start>", "<jupyter_text>",
                                          "<jupyter_code>", "<jupyter_output>", "<empty_output>",
@@ -305,7 +307,7 @@ static int vocab_mark_specials(tok_vocab *v) {
 /* Check the whole vocab and build the maps. strict: SentencePiece's rules (duplicates, unk, byte pieces).
  * `what` names the file in messages. */
 static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece, const char *eos_piece,
-                          const char *unk_piece, const char *pad_piece) {
+                          const char *unk_piece, const char *pad_piece, bool strict) {
     CHECK(v->n > 0, "%s: empty vocabulary", what);
     TRY(map_init(&v->normal, (uint32_t)v->n));
     TRY(map_init(&v->reserved, 64));
@@ -325,8 +327,9 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
         if (r == -2) goto fail;
         CHECK(r < 0, "%s: duplicate piece '%.*s' (ids %d and %d)", what, (int)(n > 64 ? 64 : n), s, r, i);
         if (t == TOK_UNKNOWN) {
-            CHECK(v->unk < 0, "%s: more than one unknown piece (ids %d and %d)", what, v->unk, i);
-            v->unk = i;
+            /* SentencePiece allows one; GGUF files (phi-3) mark padding pieces as unknown too */
+            CHECK(v->unk < 0 || !strict, "%s: more than one unknown piece (ids %d and %d)", what, v->unk, i);
+            if (v->unk < 0) v->unk = i;
         }
         if (t == TOK_UNUSED) v->has_unused = true;
         if (t == TOK_BYTE) {
@@ -368,6 +371,13 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
     }
     TRY(vocab_mark_specials(v));
     TRY(matcher_build(&v->user, v, sel_user));
+    memset(v->isolated, 1, sizeof v->isolated);
+    for (int32_t i = 0; i < v->n; i++) {
+        if (!is_normal_type(v->type[i]) || v->len[i] < 2) continue;
+        const uint8_t *s = (const uint8_t *)piece_ptr(v, i);
+        for (uint32_t k = 0; k < v->len[i]; k++)
+            if (s[k] < 128) v->isolated[s[k]] = 0;
+    }
     /* Yuan 2.0: 134953 pieces with <eod> at 77185 -> HF's added tokens and named specials */
     if (v->n >= TOK_YUAN_N && v->len[TOK_YUAN_EOD] == 5 && memcmp(piece_ptr(v, TOK_YUAN_EOD), "<eod>", 5) == 0) {
         v->is_yuan = true;
@@ -376,7 +386,7 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
             if (id >= 0) v->special[id] = 1;
         }
         for (int k = 0; k < 5; k++)
-            if (tok_add_special(v, YUAN_ADDED[k]) < 0) goto fail;
+            if (add_special_nobuild(v, YUAN_ADDED[k]) < 0) goto fail;
         v->eos = TOK_YUAN_EOD;
     }
     TRY(matcher_build(&v->spec, v, sel_special));
@@ -386,6 +396,13 @@ fail:
 }
 
 int32_t tok_add_special(tok_vocab *v, const char *piece) {
+    int32_t id = add_special_nobuild(v, piece);
+    if (id < 0) return -1;
+    if (matcher_build(&v->spec, v, sel_special) != 0) return -1;
+    return id;
+}
+
+static int32_t add_special_nobuild(tok_vocab *v, const char *piece) {
     size_t n = strlen(piece);
     CHECK(n > 0, "tok_add_special: empty piece");
     int32_t id = tok_find_n(v, piece, n);
@@ -397,7 +414,6 @@ int32_t tok_add_special(tok_vocab *v, const char *piece) {
         if (n > v->max_piece_len) v->max_piece_len = n;
     }
     v->special[id] = 1;
-    TRY(matcher_build(&v->spec, v, sel_special));
     return id;
 fail:
     return -1;
@@ -542,7 +558,8 @@ tok_vocab *tok_load_spm(const void *data, size_t len, const char *name) {
     CHECK(model_type == 2, "%s: SentencePiece model type %lld is not BPE (only BPE models are supported)", name,
           (long long)model_type);
     CHECK(!has_charsmap, "%s: normalizer with a precompiled charsmap is not supported (only 'identity')", name);
-    TRY(vocab_finalize(v, name, bos ? bos : "<s>", eos ? eos : "</s>", unk ? unk : "<unk>", pad ? pad : "<pad>"));
+    TRY(vocab_finalize(v, name, bos ? bos : "<s>", eos ? eos : "</s>", unk ? unk : "<unk>", pad ? pad : "<pad>",
+                       true));
     free(bos), free(eos), free(unk), free(pad);
     return v;
 bad:
@@ -596,7 +613,7 @@ tok_vocab *tok_load_llama2c(const void *data, size_t len, const char *name) {
         for (int32_t i = 0; i < v->n; i++)
             if (v->type[i] == TOK_BYTE) v->type[i] = TOK_NORMAL;
     v->remove_extra_ws = false;
-    TRY(vocab_finalize(v, name, "<s>", "</s>", "<unk>", "<pad>"));
+    TRY(vocab_finalize(v, name, "<s>", "</s>", "<unk>", "<pad>", true));
     free(buf);
     return v;
 fail:
@@ -614,7 +631,6 @@ tok_vocab *tok_load_gguf(const gguf_file *f) {
     uint64_t n = 0, ns = 0, nt = 0;
     const void *sc = NULL, *ty = NULL;
     const char *what = "gguf tokenizer";
-    TRY(tok_gguf_ready());
     TRY(gguf_get_str(f, "tokenizer.ggml.model", &model));
     CHECK(model.len == 5 && memcmp(model.s, "llama", 5) == 0,
           "%s: tokenizer.ggml.model is '%.*s', only 'llama' (SentencePiece) is supported", what,
@@ -650,7 +666,7 @@ tok_vocab *tok_load_gguf(const gguf_file *f) {
     v->add_dummy_prefix = b;
     TRY(gguf_get_bool_or(f, "tokenizer.ggml.remove_extra_whitespaces", false, &b));
     v->remove_extra_ws = b;
-    TRY(vocab_finalize(v, what, "<s>", "</s>", "<unk>", "<pad>"));
+    TRY(vocab_finalize(v, what, "<s>", "</s>", "<unk>", "<pad>", false));
     /* explicit ids override the named pieces */
     {
         static const char *keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
@@ -668,7 +684,7 @@ tok_vocab *tok_load_gguf(const gguf_file *f) {
     }
     return v;
 fail:
-    moec_wrap_error("%s", what);
+    if (strncmp(moec_last_error(), what, strlen(what)) != 0) moec_wrap_error("%s", what);
     tok_free(v);
     return NULL;
 }
@@ -679,7 +695,6 @@ int tok_write_gguf(const tok_vocab *v, gguf_writer *w) {
     int32_t *types = NULL;
     int rc = -1;
     size_t n = (size_t)v->n;
-    TRY(tok_gguf_ready());
     strs = moec_malloc(sizeof *strs * n);
     lens = moec_malloc(sizeof *lens * n);
     types = moec_malloc(sizeof *types * n);
@@ -717,7 +732,6 @@ tok_vocab *tok_load(const char *path) {
     if (moec_mmap_open(&m, path) != 0) return NULL;
     if (m.size >= 4 && memcmp(m.data, "GGUF", 4) == 0) {
         moec_mmap_close(&m);
-        if (tok_gguf_ready() != 0) return NULL;
         gguf_file *f = gguf_open(path);
         if (!f) return NULL;
         v = tok_load_gguf(f);
@@ -1006,7 +1020,7 @@ static int maybe_pair(const tok_vocab *v, tok_work *w, const char *text, int32_t
 
 static int32_t piece_to_id(const tok_vocab *v, const char *s, size_t n) {
     int32_t id = tok_find_n(v, s, n);
-    return id >= 0 ? id : v->unk;
+    return id >= 0 ? id : v->unk; /* may be -1: then emit_piece reports it */
 }
 
 /* Emit the final id(s) of symbol text s[0..n), resegmenting UNUSED pieces. */
@@ -1024,7 +1038,7 @@ static int emit_piece(const tok_vocab *v, tok_work *w, const char *text, uint32_
             }
         }
     }
-    bool is_unk = id < 0 || v->type[id] == TOK_UNKNOWN;
+    bool is_unk = id < 0 || id == v->unk || v->type[id] == TOK_UNKNOWN;
     if (is_unk && v->byte_fallback) {
         for (uint32_t i = 0; i < n; i++) {
             int32_t b = v->byte_id[(uint8_t)s[i]];
@@ -1040,19 +1054,8 @@ static int emit_piece(const tok_vocab *v, tok_work *w, const char *text, uint32_
     return 0;
 }
 
-/* Encode one chunk of raw text with SentencePiece semantics, appending ids. */
-static int encode_chunk(const tok_vocab *v, tok_work *w, const char *s, size_t n, tok_ids *out) {
-    if (normalize(v, s, n, &w->norm) != 0) return -1;
-    const char *t = w->norm.p;
-    size_t tn = w->norm.n;
-    if (tn == 0) return 0;
-    if (tn > INT32_MAX / 2) return moec_set_error("text too long (%zu bytes after normalization)", tn);
-    if (tn > w->sym_cap) {
-        tok_sym *p = moec_realloc(w->sym, tn * sizeof *p);
-        if (!p) return -1;
-        w->sym = p;
-        w->sym_cap = tn;
-    }
+/* BPE over the normalized segment t[0..tn) (independent of the rest of the text), appending ids. */
+static int bpe_segment(const tok_vocab *v, tok_work *w, const char *t, size_t tn, tok_ids *out, bool *prev_unk) {
     int32_t ns = 0;
     for (size_t i = 0; i < tn;) {
         int32_t id;
@@ -1067,8 +1070,8 @@ static int encode_chunk(const tok_vocab *v, tok_work *w, const char *s, size_t n
         ns++;
         i += l;
     }
+    if (ns == 0) return 0;
     w->heap.n = 0;
-    w->n_rev = 0;
     for (int32_t i = 1; i < ns; i++)
         if (maybe_pair(v, w, t, i - 1, i) != 0) return -1;
     while (w->heap.n > 0) {
@@ -1082,10 +1085,39 @@ static int encode_chunk(const tok_vocab *v, tok_work *w, const char *s, size_t n
         if (maybe_pair(v, w, t, a->prev, top.left) != 0) return -1;
         if (maybe_pair(v, w, t, top.left, a->next) != 0) return -1;
     }
-    bool prev_unk = false;
     for (int32_t i = 0; i >= 0; i = w->sym[i].next)
-        if (emit_piece(v, w, t, w->sym[i].start, w->sym[i].len, out, &prev_unk, 0) != 0) return -1;
+        if (emit_piece(v, w, t, w->sym[i].start, w->sym[i].len, out, prev_unk, 0) != 0) return -1;
     return 0;
+}
+
+/* Encode one chunk of raw text with SentencePiece semantics, appending ids. The normalized text is cut after
+ * every isolated byte (one that no mergeable piece contains): no merge can cross it, so the segments are
+ * independent and the heap stays small. Vocabularies with UNUSED pieces are not cut (their resegmentation
+ * uses merges recorded over the whole text). */
+static int encode_chunk(const tok_vocab *v, tok_work *w, const char *s, size_t n, tok_ids *out) {
+    if (normalize(v, s, n, &w->norm) != 0) return -1;
+    const char *t = w->norm.p;
+    size_t tn = w->norm.n;
+    if (tn == 0) return 0;
+    if (tn > INT32_MAX / 2) return moec_set_error("text too long (%zu bytes after normalization)", tn);
+    if (tn > w->sym_cap) {
+        tok_sym *p = moec_realloc(w->sym, tn * sizeof *p);
+        if (!p) return -1;
+        w->sym = p;
+        w->sym_cap = tn;
+    }
+    w->n_rev = 0;
+    bool prev_unk = false;
+    if (v->has_unused) return bpe_segment(v, w, t, tn, out, &prev_unk);
+    size_t start = 0;
+    for (size_t i = 0; i < tn; i++) {
+        uint8_t c = (uint8_t)t[i];
+        if (c < 128 && v->isolated[c]) {
+            if (bpe_segment(v, w, t + start, i + 1 - start, out, &prev_unk) != 0) return -1;
+            start = i + 1;
+        }
+    }
+    return bpe_segment(v, w, t + start, tn - start, out, &prev_unk);
 }
 
 int tok_encode(const tok_vocab *v, const char *text, size_t len, unsigned flags, int32_t **ids, size_t *n) {

@@ -3,6 +3,7 @@
 # strings per model (random Unicode, CJK, emoji, combining marks, whitespace runs, digits, control characters,
 # invalid UTF-8) must give identical ids; decode (whole and streaming) must equal sp.decode on those ids and on
 # 3000 random id sequences; decode(encode(x)) == x wherever SentencePiece round-trips. Fixed seeds.
+# Whole files (English, Chinese JSON, Japanese novel) encoded as one text must match too.
 set -u
 S=${MOEC_SHARED:-../shared}/data
 PY=${PY:-/usr/bin/python3}
@@ -14,5 +15,7 @@ fail=0
 for m in llama2-tokenizer.model yuan2-m32-tokenizer.model; do
     echo "== $m"
     "$PY" tests/tok/prop.py "$MOEC" "$S/tokenizers/$m" 3000 1234 || fail=1
+    "$PY" tests/tok/file_check.py "$MOEC" "$S/tokenizers/$m" "$S/corpora/botchan.txt" "$S/corpora/cp-lunyu.json" \
+        "$S/corpora/wagahaiwa_nekodearu.txt" || fail=1
 done
 exit $fail
