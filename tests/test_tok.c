@@ -395,22 +395,51 @@ static void test_gguf_roundtrip(const tok_vocab *v, const char *text, size_t len
         T_CHECK(tok_n_vocab(u) == tok_n_vocab(v) && tok_bos(u) == tok_bos(v) && tok_eos(u) == tok_eos(v) &&
                     tok_unk(u) == tok_unk(v),
                 "gguf round trip: sizes/ids");
-        int same = 1;
-        for (int32_t i = 0; i < tok_n_vocab(v) && same; i++) {
+        int32_t diff = -1;
+        for (int32_t i = 0; i < tok_n_vocab(v) && diff < 0; i++) {
             size_t a, b;
             const char *pa = tok_piece(v, i, &a), *pb = tok_piece(u, i, &b);
-            same = a == b && !memcmp(pa, pb, a) && tok_type(u, i) == tok_type(v, i) &&
-                   tok_score(u, i) == tok_score(v, i) && tok_is_special(u, i) == tok_is_special(v, i);
-            T_CHECK(same, "gguf round trip: piece %d differs", i);
+            if (!(a == b && !memcmp(pa, pb, a) && tok_type(u, i) == tok_type(v, i) &&
+                  tok_score(u, i) == tok_score(v, i) && tok_is_special(u, i) == tok_is_special(v, i)))
+                diff = i;
         }
-        int32_t *a, *b;
-        size_t na, nb;
+        T_CHECK(diff < 0, "gguf round trip: piece %d differs", diff);
+        int32_t *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
         T_CHECK(tok_encode(v, text, len, TOK_ENC_SPECIAL, &a, &na) == 0 &&
                     tok_encode(u, text, len, TOK_ENC_SPECIAL, &b, &nb) == 0 && ids_eq(a, na, b, nb),
                 "gguf round trip: encodings differ");
         free(a);
         free(b);
         tok_free(u);
+    }
+    unlink(path);
+}
+
+/* GGUF files whose tokenizer keys are wrong: a clear error each, no crash. */
+static void test_gguf_hostile(void) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/moec_test_tokh_%d.gguf", (int)getpid());
+    const char *toks[4] = {"<unk>", "<s>", "</s>", "a"};
+    float scores[4] = {0, 0, 0, -1};
+    int32_t types[4] = {2, 3, 3, 1}, badtypes[4] = {2, 3, 3, 42};
+    for (int k = 0; k < 7; k++) {
+        gguf_writer *w = gguf_w_new();
+        if (!w) return;
+        gguf_w_set_str(w, "general.architecture", "llama");
+        gguf_w_set_str(w, "tokenizer.ggml.model", k == 0 ? "gpt2" : "llama");
+        if (k != 1) gguf_w_set_arr_str(w, "tokenizer.ggml.tokens", k == 6 ? 0 : 4, toks, NULL);
+        gguf_w_set_arr(w, "tokenizer.ggml.scores", GGUF_F32, k == 2 ? 3 : 4, scores);
+        gguf_w_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, 4, k == 3 ? badtypes : types);
+        gguf_w_set_u32(w, "tokenizer.ggml.eos_token_id", k == 4 ? 4 : 2);
+        if (k == 5) gguf_w_set_str(w, "tokenizer.ggml.bos_token_id", "one");
+        T_CHECK(gguf_w_write(w, path) == 0, "write hostile gguf %d: %s", k, moec_last_error());
+        gguf_w_free(w);
+        tok_vocab *v = tok_load(path);
+        T_CHECK(v == NULL, "hostile gguf %d loaded", k);
+        T_CHECK(v != NULL || strstr(moec_last_error(), "tokenizer") != NULL, "hostile gguf %d: unclear error '%s'", k,
+                moec_last_error());
+        tok_free(v);
     }
     unlink(path);
 }
@@ -443,6 +472,7 @@ int main(void) {
     test_hostile((const uint8_t *)model, mlen, (const uint8_t *)bin, blen);
     test_gguf_roundtrip(v, corpus, 30000);
     test_gguf_roundtrip(y, zh, zlen);
+    test_gguf_hostile();
     tok_free(v);
     tok_free(y);
     free(model), free(bin), free(corpus), free(zh);
