@@ -334,6 +334,9 @@ model *model_load(const char *path, const model_load_opts *opts) {
     if (opts && opts->rope_table >= 0) hp->rope_table = (model_rope_table)opts->rope_table;
     hp->tied = gguf_find_tensor(f, "output.weight") == NULL;
     TRY(model_hparams_check(hp));
+    /* every layer has at least 7 tensors (norms, q, k, v, output, FFN): refuse before allocating per-layer tables */
+    CHECK(hp->n_layer <= gguf_n_tensors(f) / 7, "block_count %lld but the file has only %lld tensors",
+          (long long)hp->n_layer, (long long)gguf_n_tensors(f));
     TRY(build_params(m));
 
     /* bind every tensor; old per-expert llama files are handled for the expert tensors */

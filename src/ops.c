@@ -86,7 +86,7 @@ void ops_attention(float *out, float *probs, const float *q, const float *kc, co
                    int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch,
                    int n_thr) {
     int64_t g = n_head / n_kv, Tk = pos0 + T;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 65536)
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t t = 0; t < T; t++) {
             int th = 0;

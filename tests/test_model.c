@@ -142,6 +142,7 @@ static int tw_lfa(gguf_writer *w) { return gguf_w_set_bool(w, "yuan2moe.lfa", tr
 static int tw_layers(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.block_count", 4); }
 static int tw_router(gguf_writer *w) { return gguf_w_set_str(w, "yuan2moe.router", "magic"); }
 static int tw_topk(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.expert_used_count", 9); }
+static int tw_layers_huge(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.block_count", 60000); }
 static int tw_embd(gguf_writer *w) { return gguf_w_set_u32(w, "yuan2moe.embedding_length", 0); }
 
 static void expect_load_error(const model *m, tweak_fn tw, const char *want, const char *what) {
@@ -190,11 +191,49 @@ static void check_gguf(void) {
         model_seq_free(s2);
         model_free(l);
     }
+    /* mutated files: loading (and, if it loads, a short forward) must never crash */
+    {
+        char *data = NULL;
+        size_t len = 0;
+        T_CHECK(moec_read_file(p, &data, &len) == 0, "read back");
+        moec_rng r;
+        moec_rng_seed(&r, 99);
+        int loaded = 0;
+        for (int it = 0; data && it < 300; it++) {
+            char *c = malloc(len);
+            if (!c) break;
+            memcpy(c, data, len);
+            /* mutate in the header region mostly (keys, tensor infos), sometimes anywhere */
+            size_t span = it % 4 == 0 ? len : (len < 2048 ? len : 2048);
+            for (int k = 0; k < 1 + it % 3; k++) c[moec_rng_u64(&r) % span] = (char)moec_rng_u64(&r);
+            size_t cut = it % 10 == 9 ? (size_t)(moec_rng_u64(&r) % len) : len; /* sometimes truncated */
+            FILE *f = fopen(tmp("mut.gguf"), "wb");
+            if (f) {
+                fwrite(c, 1, cut, f);
+                fclose(f);
+            }
+            free(c);
+            model *mm = model_load(tmp("mut.gguf"), NULL);
+            if (mm) {
+                loaded++;
+                seq_state *sm = model_seq_new(mm, 4);
+                int32_t two[2] = {1, 2};
+                if (sm && mm->hp.n_vocab > 2) (void)model_forward(mm, sm, two, 2, NULL, 0, NULL);
+                model_seq_free(sm);
+                model_free(mm);
+            } else {
+                T_CHECK(moec_last_error()[0] != 0, "mutated file: failure without a message");
+            }
+        }
+        T_CHECK(loaded > 0 && loaded < 300, "mutations: %d of 300 loaded", loaded);
+        free(data);
+    }
     /* hostile files: one clear error each */
     expect_load_error(m, tw_arch, "unknown architecture 'gpt9'", "unknown arch");
     expect_load_error(m, tw_heads, "head_count", "2^40 heads");
     expect_load_error(m, tw_ff, "has shape [16, 8, 4], expected [16, 16, 4]", "wrong shape");
     expect_load_error(m, tw_layers, "missing tensor blk.3.attn_norm.weight", "missing tensor");
+    expect_load_error(m, tw_layers_huge, "block_count 60000 but the file has only", "absurd layer count");
     expect_load_error(m, tw_router, "unknown router 'magic'", "bad router");
     expect_load_error(m, tw_topk, "expert_used_count", "top-k > experts");
     expect_load_error(m, tw_embd, "embedding_length", "zero width");
