@@ -1,0 +1,621 @@
+/* convert: HuggingFace Yuan2-M32 and llama2.c checkpoints -> GGUF. See convert.h and docs/convert.md. */
+#include "convert.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "safetensors.h"
+#include "tok.h"
+#include "util.h"
+
+conv_opts conv_default_opts(void) {
+    conv_opts o = {-1, -1, NULL};
+    return o;
+}
+
+/* ---- output builder: a gguf_writer plus the buffers it references until the write ---------------------- */
+typedef struct {
+    gguf_writer *w;
+    void **bufs;
+    size_t n_bufs, cap_bufs;
+    size_t n_tensors, n_matrix_f32, n_matrix_f16, n_matrix_bf16;
+} cv;
+
+static void cv_free(cv *c) {
+    for (size_t i = 0; i < c->n_bufs; i++) moec_free(c->bufs[i]);
+    free(c->bufs);
+    gguf_w_free(c->w);
+    memset(c, 0, sizeof *c);
+}
+
+/* A buffer of n elements of type t, owned by c (freed after the write). */
+static void *cv_buf(cv *c, ggml_type t, size_t n) {
+    size_t bytes, es = t == GGML_F32 ? 4 : 2;
+    if (!moec_mul_ok(n, es, &bytes)) {
+        moec_set_error("tensor of %zu elements too large", n);
+        return NULL;
+    }
+    if (c->n_bufs == c->cap_bufs) {
+        size_t nc = c->cap_bufs ? 2 * c->cap_bufs : 64;
+        void **nb = moec_realloc(c->bufs, nc * sizeof *nb);
+        if (!nb) return NULL;
+        c->bufs = nb;
+        c->cap_bufs = nc;
+    }
+    void *p = moec_alloc(bytes);
+    if (p) c->bufs[c->n_bufs++] = p;
+    return p;
+}
+
+/* dst[i] = src[i] in type t (F32, F16 or BF16, round to nearest even). */
+static void enc(ggml_type t, const float *src, size_t n, void *dst, size_t dst_off) {
+    if (t == GGML_F32) {
+        memcpy((float *)dst + dst_off, src, n * sizeof(float));
+    } else if (t == GGML_F16) {
+        uint16_t *d = (uint16_t *)dst + dst_off;
+        for (size_t i = 0; i < n; i++) d[i] = moec_f32_to_f16(src[i]);
+    } else {
+        uint16_t *d = (uint16_t *)dst + dst_off;
+        for (size_t i = 0; i < n; i++) d[i] = moec_f32_to_bf16(src[i]);
+    }
+}
+
+static int cv_add(cv *c, const char *name, ggml_type t, uint32_t n_dims, const int64_t *ne, const void *data) {
+    if (gguf_w_add_tensor(c->w, name, t, n_dims, ne, data) != 0) return moec_wrap_error("tensor %s", name);
+    c->n_tensors++;
+    if (n_dims >= 2) {
+        if (t == GGML_F32) c->n_matrix_f32++;
+        else if (t == GGML_F16) c->n_matrix_f16++;
+        else c->n_matrix_bf16++;
+    }
+    return 0;
+}
+
+/* general.file_type as llama.cpp numbers it: 0 all F32, 1 mostly F16, 32 mostly BF16. */
+static uint32_t cv_file_type(const cv *c) {
+    if (c->n_matrix_bf16 >= c->n_matrix_f16 && c->n_matrix_bf16 > c->n_matrix_f32) return 32;
+    if (c->n_matrix_f16 > c->n_matrix_f32) return 1;
+    return 0;
+}
+
+static const char *base_name(const char *path, char *buf, size_t cap) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    size_t l = n - b;
+    if (l >= cap) l = cap - 1;
+    memcpy(buf, path + b, l);
+    buf[l] = 0;
+    char *dot = strrchr(buf, '.');
+    if (dot && dot != buf && (!strcmp(dot, ".bin") || !strcmp(dot, ".safetensors"))) *dot = 0;
+    return buf;
+}
+
+/* ---- HuggingFace Yuan2-M32 ----------------------------------------------------------------------------- */
+typedef struct {
+    int64_t H, L, n_h, P, d, V, E, K, F, rd, ctx;
+    double eps, theta;
+    bool tied, lfa, linear_router;
+} hf_cfg;
+
+/* Integer key: absent -> def (or an error if required); must be an integer in [lo, hi]. */
+static int cfg_int(const cJSON *o, const char *obj, const char *key, bool required, int64_t def, int64_t lo,
+                   int64_t hi, int64_t *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j) {
+        if (required) return moec_set_error("config.json: missing key %s%s", obj, key);
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(j) || floor(j->valuedouble) != j->valuedouble || j->valuedouble < (double)lo ||
+        j->valuedouble > (double)hi)
+        return moec_set_error("config.json: %s%s must be an integer in [%lld, %lld]", obj, key, (long long)lo,
+                              (long long)hi);
+    *out = (int64_t)j->valuedouble;
+    return 0;
+}
+
+static int cfg_num(const cJSON *o, const char *key, double def, double lo, double hi, double *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(j) || !(j->valuedouble >= lo && j->valuedouble <= hi))
+        return moec_set_error("config.json: %s must be a number in [%g, %g]", key, lo, hi);
+    *out = j->valuedouble;
+    return 0;
+}
+
+static int cfg_bool(const cJSON *o, const char *obj, const char *key, bool def, bool *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsBool(j)) return moec_set_error("config.json: %s%s must be true or false", obj, key);
+    *out = cJSON_IsTrue(j);
+    return 0;
+}
+
+static int read_hf_config(const char *dir, hf_cfg *c) {
+    char path[4096];
+    char *txt = NULL;
+    size_t len;
+    cJSON *root = NULL;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    TRY(moec_read_file(path, &txt, &len));
+    root = cJSON_ParseWithLength(txt, len);
+    CHECK(root && cJSON_IsObject(root), "%s: not a JSON object", path);
+    const cJSON *moe = cJSON_GetObjectItemCaseSensitive(root, "moe_config");
+    CHECK(moe, "config.json: missing key moe_config (moec converts the MoE Yuan2-M32 models)");
+    CHECK(cJSON_IsObject(moe), "config.json: moe_config must be an object");
+    TRY(cfg_int(root, "", "hidden_size", true, 0, 2, 1 << 20, &c->H));
+    TRY(cfg_int(root, "", "num_hidden_layers", true, 0, 1, 4096, &c->L));
+    TRY(cfg_int(root, "", "num_attention_heads", true, 0, 1, 65536, &c->n_h));
+    TRY(cfg_int(root, "", "attention_projection_size", false, c->H, 1, 1 << 22, &c->P));
+    TRY(cfg_int(root, "", "vocab_size", true, 0, 1, 1 << 28, &c->V));
+    TRY(cfg_int(root, "", "max_position_embeddings", false, 4096, 1, (int64_t)1 << 31, &c->ctx));
+    TRY(cfg_int(moe, "moe_config.", "moe_num_experts", true, 0, 1, 1 << 20, &c->E));
+    TRY(cfg_int(moe, "moe_config.", "moe_top_k", true, 0, 1, c->E, &c->K));
+    TRY(cfg_int(moe, "moe_config.", "ffn_hidden_size", true, 0, 1, 1 << 24, &c->F));
+    bool norm_topk;
+    TRY(cfg_bool(moe, "moe_config.", "norm_topk_prob", true, &norm_topk));
+    CHECK(norm_topk, "config.json: moe_config.norm_topk_prob = false is not supported (yuan2moe renormalises the top-k "
+          "weights)");
+    TRY(cfg_num(root, "rms_norm_eps", 1e-6, 0, 1, &c->eps));
+    TRY(cfg_num(root, "rope_theta", 10000.0, 1.0, 1e12, &c->theta));
+    TRY(cfg_bool(root, "", "tie_word_embeddings", true, &c->tied));
+    TRY(cfg_bool(root, "", "use_lfa", true, &c->lfa));
+    CHECK(c->P % c->n_h == 0, "config.json: attention_projection_size %lld is not a multiple of num_attention_heads "
+          "%lld", (long long)c->P, (long long)c->n_h);
+    c->d = c->P / c->n_h;
+    if (cJSON_GetObjectItemCaseSensitive(root, "rotary_dim")) {
+        TRY(cfg_int(root, "", "rotary_dim", true, 0, 2, c->d, &c->rd));
+    } else if (cJSON_GetObjectItemCaseSensitive(root, "rotary_percent")) {
+        double pct;
+        TRY(cfg_num(root, "rotary_percent", 1, 0, 1, &pct));
+        c->rd = (int64_t)((double)c->d * pct);
+    } else {
+        c->rd = c->H / c->n_h; /* the HF code's rule */
+    }
+    CHECK(c->rd >= 2 && c->rd <= c->d && c->rd % 2 == 0,
+          "config.json: rotary dims %lld must be even and in [2, head size %lld]", (long long)c->rd, (long long)c->d);
+    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(root, "router_type");
+    c->linear_router = false;
+    if (rt) {
+        CHECK(cJSON_IsString(rt) && (!strcmp(rt->valuestring, "attention") || !strcmp(rt->valuestring, "linear")),
+              "config.json: router_type must be \"attention\" or \"linear\"");
+        c->linear_router = !strcmp(rt->valuestring, "linear");
+    }
+    CHECK(!c->lfa || c->H % 2 == 0, "config.json: hidden_size %lld must be even for LFA", (long long)c->H);
+    cJSON_Delete(root);
+    free(txt);
+    return 0;
+fail:
+    cJSON_Delete(root);
+    free(txt);
+    return -1;
+}
+
+/* The tensor `name` as fp32 after checking its shape (PyTorch order, n_dims entries). *out is malloc'ed. */
+static int hf_get(const st_model *st, const char *name, int n_dims, const int64_t *shape, float **out) {
+    *out = NULL;
+    const st_tensor *t = st_find(st, name);
+    if (!t) return moec_set_error("missing tensor %s", name);
+    bool ok = t->n_dims == n_dims;
+    for (int i = 0; ok && i < n_dims; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        char a[160], b[160];
+        size_t oa = 0, ob = 0;
+        a[0] = b[0] = 0;
+        for (int i = 0; i < t->n_dims && oa < sizeof a - 24; i++)
+            oa += (size_t)snprintf(a + oa, sizeof a - oa, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        for (int i = 0; i < n_dims && ob < sizeof b - 24; i++)
+            ob += (size_t)snprintf(b + ob, sizeof b - ob, "%s%lld", i ? ", " : "", (long long)shape[i]);
+        return moec_set_error("tensor %s has shape [%s], config.json implies [%s]", name, a, b);
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+        return moec_set_error("tensor %s: dtype %s (moec converts F32, F16 and BF16)", name,
+                              st_dtype_name(t->dtype));
+    float *p = moec_malloc((t->n_elems ? t->n_elems : 1) * sizeof(float));
+    if (!p) return moec_wrap_error("tensor %s", name);
+    if (st_read_f32(t, 0, t->n_elems, p) != 0) {
+        free(p);
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Copy an HF tensor (any shape with n elements) into GGUF tensor gname {ne} of type t. */
+static int hf_copy(cv *c, const st_model *st, const char *hname, int hd, const int64_t *hshape, const char *gname,
+                   ggml_type t, uint32_t gd, const int64_t *ne) {
+    float *src = NULL;
+    TRY(hf_get(st, hname, hd, hshape, &src));
+    size_t n = 1;
+    for (int i = 0; i < hd; i++) n *= (size_t)hshape[i]; /* shape validated against the file: no overflow */
+    void *dst = cv_buf(c, t, n);
+    TRY_PTR(dst);
+    enc(t, src, n, dst, 0);
+    free(src);
+    return cv_add(c, gname, t, gd, ne, dst);
+fail:
+    free(src);
+    return -1;
+}
+
+static int hf_vec(cv *c, const st_model *st, const char *hname, int64_t n, const char *gname) {
+    int64_t sh[1] = {n}, ne[1] = {n};
+    return hf_copy(c, st, hname, 1, sh, gname, GGML_F32, 1, ne);
+}
+
+static int hf_mat(cv *c, const st_model *st, const char *hname, int64_t out, int64_t in, const char *gname,
+                  ggml_type t) {
+    int64_t sh[2] = {out, in}, ne[2] = {in, out};
+    return hf_copy(c, st, hname, 2, sh, gname, t, 2, ne);
+}
+
+static int hf_layer(cv *c, const st_model *st, const hf_cfg *g, int64_t l, ggml_type mt) {
+    char hn[256], gn[128];
+    float *q = NULL, *k = NULL, *tmp = NULL;
+    const int64_t H = g->H, P = g->P, d = g->d, E = g->E, F = g->F;
+#define HN(s) (snprintf(hn, sizeof hn, "model.layers.%lld.%s", (long long)l, s), hn)
+#define GN(s) (snprintf(gn, sizeof gn, "blk.%lld.%s", (long long)l, s), gn)
+    TRY(hf_vec(c, st, HN("input_layernorm.weight"), H, GN("attn_norm.weight")));
+    /* Q and K: cat(q_proj, k_proj) rows are per head [Q_h (d rows) | K_h (d rows)] */
+    {
+        int64_t sh[2] = {P, H}, ne[2] = {H, P};
+        TRY(hf_get(st, HN("self_attn.q_proj.weight"), 2, sh, &q));
+        TRY(hf_get(st, HN("self_attn.k_proj.weight"), 2, sh, &k));
+        void *oq = cv_buf(c, mt, (size_t)(P * H)), *ok = cv_buf(c, mt, (size_t)(P * H));
+        TRY_PTR(oq);
+        TRY_PTR(ok);
+        for (int64_t h = 0; h < g->n_h; h++)
+            for (int64_t j = 0; j < d; j++) {
+                int64_t rq = 2 * d * h + j, rk = 2 * d * h + d + j; /* rows of the fused [2P, H] */
+                const float *sq = rq < P ? q + rq * H : k + (rq - P) * H;
+                const float *sk = rk < P ? q + rk * H : k + (rk - P) * H;
+                enc(mt, sq, (size_t)H, oq, (size_t)((h * d + j) * H));
+                enc(mt, sk, (size_t)H, ok, (size_t)((h * d + j) * H));
+            }
+        free(q);
+        free(k);
+        q = k = NULL;
+        TRY(cv_add(c, GN("attn_q.weight"), mt, 2, ne, oq));
+        TRY(cv_add(c, GN("attn_k.weight"), mt, 2, ne, ok));
+    }
+    TRY(hf_mat(c, st, HN("self_attn.v_proj.weight"), P, H, GN("attn_v.weight"), mt));
+    TRY(hf_mat(c, st, HN("self_attn.o_proj.weight"), H, P, GN("attn_output.weight"), mt));
+    if (g->lfa) {
+        /* conv [out, in, 2, 1] -> {in, out, 2}: tap k is the matrix conv[:, :, k, 0] */
+        for (int j = 0; j < 2; j++) {
+            int64_t co = j == 0 ? H / 2 : H, ci = j == 0 ? H : H / 2;
+            int64_t sh[4] = {co, ci, 2, 1}, ne[3] = {ci, co, 2};
+            char nm[64];
+            snprintf(nm, sizeof nm, "self_attn.lf_gate.conv%d.weight", j + 1);
+            TRY(hf_get(st, HN(nm), 4, sh, &tmp));
+            void *o = cv_buf(c, mt, (size_t)(2 * co * ci));
+            TRY_PTR(o);
+            for (int64_t tap = 0; tap < 2; tap++)
+                for (int64_t r = 0; r < co; r++)
+                    for (int64_t i = 0; i < ci; i++) {
+                        float v = tmp[(r * ci + i) * 2 + tap];
+                        enc(mt, &v, 1, o, (size_t)((tap * co + r) * ci + i));
+                    }
+            free(tmp);
+            tmp = NULL;
+            snprintf(nm, sizeof nm, "lfa_conv%d.weight", j + 1);
+            TRY(cv_add(c, GN(nm), mt, 3, ne, o));
+            snprintf(nm, sizeof nm, "self_attn.lf_gate.conv%d.bias", j + 1);
+            char gb[32];
+            snprintf(gb, sizeof gb, "lfa_conv%d.bias", j + 1);
+            char gfull[128];
+            snprintf(gfull, sizeof gfull, "blk.%lld.%s", (long long)l, gb);
+            TRY(hf_vec(c, st, HN(nm), co, gfull));
+        }
+        TRY(hf_vec(c, st, HN("self_attn.lf_gate.output_layernorm.weight"), H, GN("lfa_norm.weight")));
+    }
+    TRY(hf_vec(c, st, HN("post_attention_layernorm.weight"), H, GN("ffn_norm.weight")));
+    if (g->linear_router) {
+        TRY(hf_mat(c, st, HN("mlp.gate.weight"), E, H, GN("ffn_gate_inp.weight"), GGML_F32));
+    } else {
+        TRY(hf_mat(c, st, HN("mlp.gate.query.weight"), E, H, GN("ffn_router_q.weight"), GGML_F32));
+        TRY(hf_mat(c, st, HN("mlp.gate.key.weight"), E, H, GN("ffn_router_k.weight"), GGML_F32));
+        TRY(hf_mat(c, st, HN("mlp.gate.value.weight"), E, H, GN("ffn_router_v.weight"), GGML_F32));
+    }
+    /* experts: w1 [2F, H] = [gate; up] -> ffn_gate_exps, ffn_up_exps {H, F, E}; w2 [H, F] -> ffn_down_exps {F, H, E} */
+    {
+        size_t FH = (size_t)(F * H);
+        size_t n;
+        if (!moec_mul_ok(FH, (size_t)E, &n)) return moec_set_error("layer %lld: expert tensors too large", (long long)l);
+        void *og = cv_buf(c, mt, n), *ou = cv_buf(c, mt, n), *od = cv_buf(c, mt, n);
+        TRY_PTR(og);
+        TRY_PTR(ou);
+        TRY_PTR(od);
+        for (int64_t e = 0; e < E; e++) {
+            char nm[96];
+            int64_t s1[2] = {2 * F, H}, s2[2] = {H, F};
+            snprintf(nm, sizeof nm, "mlp.experts.%lld.w1.weight", (long long)e);
+            TRY(hf_get(st, HN(nm), 2, s1, &tmp));
+            enc(mt, tmp, FH, og, (size_t)e * FH);
+            enc(mt, tmp + FH, FH, ou, (size_t)e * FH);
+            free(tmp);
+            snprintf(nm, sizeof nm, "mlp.experts.%lld.w2.weight", (long long)e);
+            TRY(hf_get(st, HN(nm), 2, s2, &tmp));
+            enc(mt, tmp, FH, od, (size_t)e * FH);
+            free(tmp);
+            tmp = NULL;
+        }
+        int64_t ne_gu[3] = {H, F, E}, ne_d[3] = {F, H, E};
+        TRY(cv_add(c, GN("ffn_gate_exps.weight"), mt, 3, ne_gu, og));
+        TRY(cv_add(c, GN("ffn_up_exps.weight"), mt, 3, ne_gu, ou));
+        TRY(cv_add(c, GN("ffn_down_exps.weight"), mt, 3, ne_d, od));
+    }
+#undef HN
+#undef GN
+    return 0;
+fail:
+    free(q);
+    free(k);
+    free(tmp);
+    return -1;
+}
+
+static ggml_type from_st(st_dtype t) { return t == ST_F16 ? GGML_F16 : t == ST_BF16 ? GGML_BF16 : GGML_F32; }
+
+/* Tokenizer keys from v, with the token list padded to n_vocab rows ("[PADi]", UNUSED) as llama.cpp does. */
+static int write_vocab(gguf_writer *w, const tok_vocab *v, int64_t n_vocab) {
+    const char **strs = NULL;
+    char **pads = NULL;
+    uint64_t *lens = NULL;
+    float *scores = NULL;
+    int32_t *types = NULL;
+    int64_t n = tok_n_vocab(v);
+    int rc = -1;
+    CHECK(n <= n_vocab, "the tokenizer has %lld pieces but the model only %lld embedding rows", (long long)n,
+          (long long)n_vocab);
+    TRY(tok_write_gguf(v, w));
+    if (n == n_vocab) return 0;
+    strs = moec_calloc((size_t)n_vocab, sizeof *strs);
+    pads = moec_calloc((size_t)(n_vocab - n), sizeof *pads);
+    lens = moec_calloc((size_t)n_vocab, sizeof *lens);
+    scores = moec_calloc((size_t)n_vocab, sizeof *scores);
+    types = moec_calloc((size_t)n_vocab, sizeof *types);
+    TRY_PTR(strs);
+    TRY_PTR(pads);
+    TRY_PTR(lens);
+    TRY_PTR(scores);
+    TRY_PTR(types);
+    for (int64_t i = 0; i < n_vocab; i++) {
+        if (i < n) {
+            size_t l;
+            strs[i] = tok_piece(v, (int32_t)i, &l);
+            lens[i] = l;
+            scores[i] = tok_score(v, (int32_t)i);
+            types[i] = (int32_t)tok_type(v, (int32_t)i);
+        } else {
+            char b[32];
+            int l = snprintf(b, sizeof b, "[PAD%lld]", (long long)i);
+            pads[i - n] = moec_strdup(b);
+            TRY_PTR(pads[i - n]);
+            strs[i] = pads[i - n];
+            lens[i] = (uint64_t)l;
+            scores[i] = -1000.0f;
+            types[i] = TOK_UNUSED;
+        }
+    }
+    TRY(gguf_w_set_arr_str(w, "tokenizer.ggml.tokens", (uint64_t)n_vocab, strs, lens));
+    TRY(gguf_w_set_arr(w, "tokenizer.ggml.scores", GGUF_F32, (uint64_t)n_vocab, scores));
+    TRY(gguf_w_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, (uint64_t)n_vocab, types));
+    rc = 0;
+fail:
+    if (pads)
+        for (int64_t i = 0; i < n_vocab - n; i++) free(pads[i]);
+    free(pads);
+    free(strs);
+    free(lens);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+int conv_hf(const char *hf_dir, const char *out_path, const conv_opts *opts) {
+    conv_opts o = opts ? *opts : conv_default_opts();
+    hf_cfg g;
+    cv c;
+    memset(&c, 0, sizeof c);
+    memset(&g, 0, sizeof g);
+    st_model *st = NULL;
+    tok_vocab *voc = NULL;
+    char path[4096], nm[256];
+    struct stat sb;
+    CHECK(stat(hf_dir, &sb) == 0 && S_ISDIR(sb.st_mode), "%s: not a directory", hf_dir);
+    TRY(read_hf_config(hf_dir, &g));
+    st = st_open_dir(hf_dir);
+    TRY_PTR(st);
+    const st_tensor *emb = st_find(st, "model.embed_tokens.weight");
+    CHECK(emb, "missing tensor model.embed_tokens.weight");
+    ggml_type mt = o.out_type >= 0 ? (ggml_type)o.out_type : from_st(emb->dtype);
+    CHECK(mt == GGML_F32 || mt == GGML_F16 || mt == GGML_BF16, "output type %s not supported (f32, f16, bf16)",
+          ggml_type_name(mt));
+    const st_tensor *lm = st_find(st, "lm_head.weight");
+    CHECK(g.tied || lm, "config.json says tie_word_embeddings = false but lm_head.weight is missing");
+    c.w = gguf_w_new();
+    TRY_PTR(c.w);
+    gguf_writer *w = c.w;
+    TRY(gguf_w_set_str(w, "general.architecture", "yuan2moe"));
+    TRY(gguf_w_set_str(w, "general.name", o.name ? o.name : base_name(hf_dir, nm, sizeof nm)));
+    TRY(gguf_w_set_u32(w, "yuan2moe.context_length", (uint32_t)(g.ctx > UINT32_MAX ? UINT32_MAX : g.ctx)));
+    TRY(gguf_w_set_u32(w, "yuan2moe.embedding_length", (uint32_t)g.H));
+    TRY(gguf_w_set_u32(w, "yuan2moe.block_count", (uint32_t)g.L));
+    TRY(gguf_w_set_u32(w, "yuan2moe.attention.head_count", (uint32_t)g.n_h));
+    TRY(gguf_w_set_u32(w, "yuan2moe.attention.head_count_kv", (uint32_t)g.n_h));
+    TRY(gguf_w_set_u32(w, "yuan2moe.attention.key_length", (uint32_t)g.d));
+    TRY(gguf_w_set_u32(w, "yuan2moe.attention.value_length", (uint32_t)g.d));
+    TRY(gguf_w_set_f32(w, "yuan2moe.attention.layer_norm_rms_epsilon", (float)g.eps));
+    TRY(gguf_w_set_u32(w, "yuan2moe.rope.dimension_count", (uint32_t)g.rd));
+    TRY(gguf_w_set_f32(w, "yuan2moe.rope.freq_base", (float)g.theta));
+    TRY(gguf_w_set_str(w, "yuan2moe.rope.table", o.rope_table == 1 ? "hf" : "fp32"));
+    TRY(gguf_w_set_u32(w, "yuan2moe.expert_count", (uint32_t)g.E));
+    TRY(gguf_w_set_u32(w, "yuan2moe.expert_used_count", (uint32_t)g.K));
+    TRY(gguf_w_set_u32(w, "yuan2moe.expert_feed_forward_length", (uint32_t)g.F));
+    TRY(gguf_w_set_str(w, "yuan2moe.router", g.linear_router ? "linear" : "attention"));
+    TRY(gguf_w_set_bool(w, "yuan2moe.lfa", g.lfa));
+
+    TRY(hf_mat(&c, st, "model.embed_tokens.weight", g.V, g.H, "token_embd.weight", mt));
+    for (int64_t l = 0; l < g.L; l++)
+        if (hf_layer(&c, st, &g, l, mt) != 0) goto fail;
+    TRY(hf_vec(&c, st, "model.norm.weight", g.H, "output_norm.weight"));
+    if (!g.tied) TRY(hf_mat(&c, st, "lm_head.weight", g.V, g.H, "output.weight", mt));
+    TRY(gguf_w_set_u32(w, "general.file_type", cv_file_type(&c)));
+
+    snprintf(path, sizeof path, "%s/tokenizer.model", hf_dir);
+    if (stat(path, &sb) == 0) {
+        voc = tok_load(path);
+        TRY_PTR(voc);
+        TRY(write_vocab(w, voc, g.V));
+        int32_t eod = tok_find(voc, "<eod>"), sep = tok_find(voc, "<sep>");
+        if (eod >= 0) TRY(gguf_w_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eod));
+        if (sep >= 0) TRY(gguf_w_set_u32(w, "tokenizer.ggml.sep_token_id", (uint32_t)sep));
+    } else {
+        moec_log("convert: %s has no tokenizer.model; the GGUF gets no tokenizer keys\n", hf_dir);
+    }
+    TRY(gguf_w_write(w, out_path));
+    tok_free(voc);
+    st_close(st);
+    cv_free(&c);
+    return 0;
+fail:
+    moec_wrap_error("%s", hf_dir);
+    tok_free(voc);
+    st_close(st);
+    cv_free(&c);
+    return -1;
+}
+
+/* ---- llama2.c ---------------------------------------------------------------------------------------------- */
+int conv_llama2c(const char *model_path, const char *vocab_path, const char *out_path, const conv_opts *opts) {
+    conv_opts o = opts ? *opts : conv_default_opts();
+    moec_mmap mm = {0};
+    cv c;
+    memset(&c, 0, sizeof c);
+    tok_vocab *voc = NULL;
+    char nm[256];
+    TRY(moec_mmap_open(&mm, model_path));
+    CHECK(mm.size >= 28, "%s: %zu bytes, too short for the 7-int header of a llama2.c checkpoint", model_path,
+          mm.size);
+    int32_t hd[7];
+    for (int i = 0; i < 7; i++) {
+        const uint8_t *p = mm.data + 4 * i;
+        hd[i] = (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    }
+    int64_t dim = hd[0], hid = hd[1], L = hd[2], nh = hd[3], nkv = hd[4], V = hd[5], seq = hd[6];
+    bool shared = V > 0;
+    if (V < 0) V = -V;
+    CHECK(dim >= 2 && dim <= 65536, "%s: dim %lld out of range [2, 65536]", model_path, (long long)dim);
+    CHECK(hid >= 1 && hid <= (1 << 20), "%s: hidden_dim %lld out of range [1, 2^20]", model_path, (long long)hid);
+    CHECK(L >= 1 && L <= 1024, "%s: n_layers %lld out of range [1, 1024]", model_path, (long long)L);
+    CHECK(nh >= 1 && nh <= dim && dim % nh == 0, "%s: n_heads %lld does not divide dim %lld", model_path,
+          (long long)nh, (long long)dim);
+    CHECK(nkv >= 1 && nkv <= nh && nh % nkv == 0, "%s: n_kv_heads %lld does not divide n_heads %lld", model_path,
+          (long long)nkv, (long long)nh);
+    CHECK(V >= 1 && V <= (1 << 24), "%s: vocab_size %lld out of range [1, 2^24]", model_path, (long long)V);
+    CHECK(seq >= 1 && seq <= (1 << 24), "%s: seq_len %lld out of range [1, 2^24]", model_path, (long long)seq);
+    int64_t hs = dim / nh, kvd = hs * nkv;
+    CHECK(hs % 2 == 0, "%s: head size %lld is odd", model_path, (long long)hs);
+    /* every count below fits easily in int64 given the bounds above (< 2^62) */
+    int64_t n_emb = V * dim, n_attn = L * dim * dim, n_kv = L * kvd * dim, n_ffn = L * hid * dim;
+    int64_t n_tot = n_emb + L * dim + 2 * n_attn + 2 * n_kv + L * dim + 3 * n_ffn + dim + seq * hs;
+    int64_t want = 28 + 4 * (n_tot + (shared ? 0 : n_emb));
+    CHECK((int64_t)mm.size >= want, "%s: truncated: %zu bytes, the header (dim %lld, hidden %lld, %lld layers, "
+          "vocab %lld) needs %lld", model_path, mm.size, (long long)dim, (long long)hid, (long long)L, (long long)V,
+          (long long)want);
+    CHECK((int64_t)mm.size == want, "%s: %zu bytes but the header implies %lld (not a llama2.c legacy checkpoint?)",
+          model_path, mm.size, (long long)want);
+    ggml_type mt = o.out_type >= 0 ? (ggml_type)o.out_type : GGML_F32;
+    CHECK(mt == GGML_F32 || mt == GGML_F16 || mt == GGML_BF16, "output type %s not supported (f32, f16, bf16)",
+          ggml_type_name(mt));
+
+    voc = tok_load(vocab_path);
+    TRY_PTR(voc);
+    CHECK(tok_n_vocab(voc) == V, "%s has %d tokens but the model's vocab_size is %lld", vocab_path, tok_n_vocab(voc),
+          (long long)V);
+
+    c.w = gguf_w_new();
+    TRY_PTR(c.w);
+    gguf_writer *w = c.w;
+    TRY(gguf_w_set_str(w, "general.architecture", "llama"));
+    TRY(gguf_w_set_str(w, "general.name", o.name ? o.name : base_name(model_path, nm, sizeof nm)));
+    TRY(gguf_w_set_u32(w, "llama.context_length", (uint32_t)seq));
+    TRY(gguf_w_set_u32(w, "llama.embedding_length", (uint32_t)dim));
+    TRY(gguf_w_set_u32(w, "llama.block_count", (uint32_t)L));
+    TRY(gguf_w_set_u32(w, "llama.feed_forward_length", (uint32_t)hid));
+    TRY(gguf_w_set_u32(w, "llama.attention.head_count", (uint32_t)nh));
+    TRY(gguf_w_set_u32(w, "llama.attention.head_count_kv", (uint32_t)nkv));
+    TRY(gguf_w_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f));
+    TRY(gguf_w_set_u32(w, "llama.rope.dimension_count", (uint32_t)hs));
+    TRY(gguf_w_set_f32(w, "llama.rope.freq_base", 10000.0f));
+    TRY(gguf_w_set_u32(w, "general.file_type", mt == GGML_F32 ? 0 : mt == GGML_F16 ? 1 : 32));
+
+    /* the file: fp32 little-endian, matrices [L, out, in] = GGUF {in, out} per layer, no permutation
+       (llama2.c's RoPE rotates adjacent pairs, llama.cpp's "normal" rope) */
+    const uint8_t *base = mm.data + 28;
+    size_t off = 0; /* in floats */
+    float *row = NULL;
+#define TAKE(count, gname, t, nd, ...)                                                                     \
+    do {                                                                                                   \
+        int64_t ne_[] = {__VA_ARGS__};                                                                     \
+        size_t cnt_ = (size_t)(count);                                                                     \
+        void *dst_ = cv_buf(&c, t, cnt_);                                                                  \
+        TRY_PTR(dst_);                                                                                     \
+        row = moec_malloc(cnt_ * sizeof(float));                                                           \
+        TRY_PTR(row);                                                                                      \
+        memcpy(row, base + 4 * off, cnt_ * sizeof(float)); /* host is little-endian (x86/arm64) */         \
+        enc(t, row, cnt_, dst_, 0);                                                                        \
+        free(row);                                                                                         \
+        row = NULL;                                                                                        \
+        TRY(cv_add(&c, gname, t, nd, ne_, dst_));                                                          \
+        off += cnt_;                                                                                       \
+    } while (0)
+    char gn[96];
+    TAKE(n_emb, "token_embd.weight", mt, 2, dim, V);
+    static const char *const blocks[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                                         "ffn_gate", "ffn_down", "ffn_up"};
+    for (int b = 0; b < 9; b++)
+        for (int64_t l = 0; l < L; l++) {
+            snprintf(gn, sizeof gn, "blk.%lld.%s.weight", (long long)l, blocks[b]);
+            switch (b) {
+            case 0: case 5: TAKE(dim, gn, GGML_F32, 1, dim); break;
+            case 1: case 4: TAKE(dim * dim, gn, mt, 2, dim, dim); break;
+            case 2: case 3: TAKE(kvd * dim, gn, mt, 2, dim, kvd); break;
+            case 6: case 8: TAKE(hid * dim, gn, mt, 2, dim, hid); break;
+            case 7: TAKE(hid * dim, gn, mt, 2, hid, dim); break;
+            }
+        }
+    TAKE(dim, "output_norm.weight", GGML_F32, 1, dim);
+    off += (size_t)(seq * hs); /* freq_cis_real, freq_cis_imag: not needed */
+    if (!shared) TAKE(n_emb, "output.weight", mt, 2, dim, V);
+#undef TAKE
+
+    TRY(write_vocab(w, voc, V));
+    /* llama2.c's run.c always starts with BOS */
+    TRY(gguf_w_set_bool(w, "tokenizer.ggml.add_bos_token", true));
+    TRY(gguf_w_write(w, out_path));
+    tok_free(voc);
+    cv_free(&c);
+    moec_mmap_close(&mm);
+    return 0;
+fail:
+    free(row);
+    moec_wrap_error("convert %s", model_path);
+    tok_free(voc);
+    cv_free(&c);
+    moec_mmap_close(&mm);
+    return -1;
+}
