@@ -18,4 +18,13 @@ for m in llama2-tokenizer.model yuan2-m32-tokenizer.model; do
     "$PY" tests/tok/file_check.py "$MOEC" "$S/tokenizers/$m" "$S/corpora/botchan.txt" "$S/corpora/cp-lunyu.json" \
         "$S/corpora/wagahaiwa_nekodearu.txt" || fail=1
 done
+# Variants of the LLaMA 2 model (tests/tok/mkmodel.py) for paths the real models do not use: USER_DEFINED pieces,
+# UNUSED pieces (resegmentation), remove_extra_whitespaces without dummy prefix, no byte fallback (<unk> runs).
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+for var in user ws nobytes; do
+    echo "== llama2 variant: $var"
+    "$PY" tests/tok/mkmodel.py "$S/tokenizers/llama2-tokenizer.model" "$tmp/$var.model" $var || { fail=1; continue; }
+    "$PY" tests/tok/prop.py "$MOEC" "$tmp/$var.model" 1500 $((7 + ${#var})) || fail=1
+    "$PY" tests/tok/file_check.py "$MOEC" "$tmp/$var.model" "$S/corpora/botchan.txt" || fail=1
+done
 exit $fail
