@@ -157,7 +157,7 @@ int cmd_generate(int argc, char **argv) {
         }
     if (ec.have_tok && !print_ids) {
         /* after a printed text prompt, the continuation keeps its leading space */
-        if (tok_stream_init(&ec.ts, voc, prompt ? TOK_DEC_KEEP_SPACE : 0) != 0) goto fail;
+        if (tok_stream_init(&ec.ts, voc, prompt && *prompt ? TOK_DEC_KEEP_SPACE : 0) != 0) goto fail;
         if (prompt) {
             fputs(prompt, stdout);
         } else {
