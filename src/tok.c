@@ -1217,7 +1217,9 @@ static void piece_text(const tok_vocab *v, int32_t id, unsigned flags, bool *is_
     bool seen = false;
     size_t start = out->n;
     if (t == TOK_CONTROL) {
+        /* shown only on request, and then it does not count as text for the leading-space rule */
         if (flags & TOK_DEC_SPECIAL) bytes_put(out, s, n);
+        start = out->n;
     } else if (t == TOK_UNKNOWN) {
         bytes_put(out, v->unk_surface, strlen(v->unk_surface));
     } else {
@@ -1255,12 +1257,14 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, unsigned flags,
         if (v->dec_type[id] == TOK_BYTE) {
             int b = piece_to_byte(piece_ptr(v, id), v->len[id]);
             pend[n_pend++] = (uint8_t)b;
+            size_t before = out.n;
             bytes_drain(pend, &n_pend, false, &out);
-            if (out.n) any_text = true;
+            if (out.n > before) any_text = true;
             continue;
         }
+        size_t before = out.n;
         bytes_drain(pend, &n_pend, true, &out);
-        if (out.n) any_text = true;
+        if (out.n > before) any_text = true;
         piece_text(v, id, flags, &is_bos_ws, &bos_ws_seen, &any_text, &out);
     }
     TRY(bytes_reserve(&out, 16));
@@ -1298,12 +1302,12 @@ int tok_stream_push(tok_stream *s, int32_t id, const char **out, size_t *len) {
     if (v->dec_type[id] == TOK_BYTE) {
         s->pend[s->n_pend++] = (uint8_t)piece_to_byte(piece_ptr(v, id), v->len[id]);
         bytes_drain(s->pend, &s->n_pend, false, &b);
+        if (b.n) s->any_text = true;
     } else {
         bytes_drain(s->pend, &s->n_pend, true, &b);
         if (b.n) s->any_text = true;
         piece_text(v, id, s->flags, &s->is_bos_ws, &s->bos_ws_seen, &s->any_text, &b);
     }
-    if (b.n) s->any_text = true;
     *len = b.n;
     return 0;
 }
