@@ -306,10 +306,12 @@ int cmd_train(int argc, char **argv) {
             rows = p;
         }
         rows[n_rows++] = (logrow){pr.step, loss, val, cur_lr};
-        if (!quiet && (pr.step % log_every == 0 || last || isfinite(val)))
-            fprintf(stderr, "step %lld/%lld  loss %.4f%s%.4f  lr %.3g  |g| %.3g  %.0f tok/s  ETA %.0fs\n",
-                    (long long)pr.step, (long long)steps, loss, isfinite(val) ? "  val " : "", isfinite(val) ? val : 0.0,
-                    cur_lr, gn, tps, eta);
+        if (!quiet && (pr.step % log_every == 0 || last || isfinite(val))) {
+            char vbuf[32] = "";
+            if (isfinite(val)) snprintf(vbuf, sizeof vbuf, "  val %.4f", val);
+            fprintf(stderr, "step %lld/%lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f tok/s  ETA %.0fs\n",
+                    (long long)pr.step, (long long)steps, loss, vbuf, cur_lr, gn, tps, eta);
+        }
         if (!quiet && isfinite(val) && s->m->hp.n_expert > 0) {
             int64_t E = s->m->hp.n_expert;
             for (int64_t l = 0; l < s->m->hp.n_layer; l++) {

@@ -4,33 +4,35 @@
 #include <math.h>
 #include <string.h>
 
+/* dst[i] += Σ_j c[j]·src_j[i] over n rows src_j = src + j·stride, four rows at a time (fixed order). */
+static void axpy_rows(float *restrict dst, const float *src, int64_t stride, const float *c, int64_t cstride,
+                      int64_t n, int64_t len) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        float c0 = c[j * cstride], c1 = c[(j + 1) * cstride], c2 = c[(j + 2) * cstride], c3 = c[(j + 3) * cstride];
+        if (c0 == 0.0f && c1 == 0.0f && c2 == 0.0f && c3 == 0.0f) continue;
+        const float *restrict s0 = src + j * stride, *restrict s1 = s0 + stride, *restrict s2 = s1 + stride,
+                              *restrict s3 = s2 + stride;
+        for (int64_t i = 0; i < len; i++) dst[i] += c0 * s0[i] + c1 * s1[i] + c2 * s2[i] + c3 * s3[i];
+    }
+    for (; j < n; j++) {
+        float cj = c[j * cstride];
+        if (cj == 0.0f) continue;
+        const float *restrict sj = src + j * stride;
+        for (int64_t i = 0; i < len; i++) dst[i] += cj * sj[i];
+    }
+}
+
 /* backward of kern_matmul (y = x·Wᵀ) */
 void ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
                          int64_t n_in, int64_t n_out) {
-    if (dx) {
+    if (dx) { /* dx[t] += Σ_o dy[t,o]·w[o] */
 #pragma omp parallel for schedule(static) if (T * n_in * n_out > 32768)
-        for (int64_t t = 0; t < T; t++) {
-            float *dxt = dx + t * n_in;
-            const float *dyt = dy + t * n_out;
-            for (int64_t o = 0; o < n_out; o++) {
-                float g = dyt[o];
-                if (g == 0.0f) continue;
-                const float *wo = w + o * n_in;
-                for (int64_t i = 0; i < n_in; i++) dxt[i] += g * wo[i];
-            }
-        }
+        for (int64_t t = 0; t < T; t++) axpy_rows(dx + t * n_in, w, n_in, dy + t * n_out, 1, n_out, n_in);
     }
-    if (dw) {
+    if (dw) { /* dw[o] += Σ_t dy[t,o]·x[t] */
 #pragma omp parallel for schedule(static) if (T * n_in * n_out > 32768)
-        for (int64_t o = 0; o < n_out; o++) {
-            float *dwo = dw + o * n_in;
-            for (int64_t t = 0; t < T; t++) {
-                float g = dy[t * n_out + o];
-                if (g == 0.0f) continue;
-                const float *xt = x + t * n_in;
-                for (int64_t i = 0; i < n_in; i++) dwo[i] += g * xt[i];
-            }
-        }
+        for (int64_t o = 0; o < n_out; o++) axpy_rows(dw + o * n_in, x, n_in, dy + o, n_out, T, n_in);
     }
 }
 
