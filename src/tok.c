@@ -331,7 +331,6 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
             CHECK(v->unk < 0 || !strict, "%s: more than one unknown piece (ids %d and %d)", what, v->unk, i);
             if (v->unk < 0) v->unk = i;
         }
-        if (t == TOK_UNUSED) v->has_unused = true;
         if (t == TOK_BYTE) {
             int b = piece_to_byte(s, n);
             CHECK(b >= 0, "%s: byte piece %d '%.*s' is invalid", what, i, (int)(n > 64 ? 64 : n), s);
@@ -371,6 +370,15 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
     }
     TRY(vocab_mark_specials(v));
     TRY(matcher_build(&v->user, v, sel_user));
+    /* UNUSED pieces matter to the merge loop only if some merge can form them (two pieces concatenating to them):
+     * padding rows like "[PAD134960]" never can, and need not switch off segmentation */
+    for (int32_t i = 0; i < v->n && !v->has_unused; i++) {
+        if (v->type[i] != TOK_UNUSED) continue;
+        const char *s = piece_ptr(v, i);
+        for (uint32_t k = 1; k < v->len[i] && !v->has_unused; k++)
+            if (map_get(v, &v->normal, s, k) >= 0 && map_get(v, &v->normal, s + k, v->len[i] - k) >= 0)
+                v->has_unused = true;
+    }
     memset(v->isolated, 1, sizeof v->isolated);
     for (int32_t i = 0; i < v->n; i++) {
         if (!is_normal_type(v->type[i]) || v->len[i] < 2) continue;

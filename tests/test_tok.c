@@ -416,6 +416,53 @@ static void test_gguf_roundtrip(const tok_vocab *v, const char *text, size_t len
     unlink(path);
 }
 
+/* Yuan's vocab padded to the 135040 embedding rows with "[PADi]" UNUSED pieces, as moec convert writes it:
+ * same ids as the .model, same special set, still segmenting (the padding pieces cannot be formed by merges). */
+static void test_gguf_padded(const tok_vocab *y, const char *text, size_t len) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/moec_test_tokp_%d.gguf", (int)getpid());
+    enum { NV = 135040 };
+    int32_t n = tok_n_vocab(y);
+    const char **strs = calloc(NV, sizeof *strs);
+    uint64_t *lens = calloc(NV, sizeof *lens);
+    float *scores = calloc(NV, sizeof *scores);
+    int32_t *types = calloc(NV, sizeof *types);
+    char(*pads)[24] = calloc(NV, sizeof *pads);
+    for (int32_t i = 0; i < NV; i++) {
+        if (i < n) {
+            size_t l;
+            strs[i] = tok_piece(y, i, &l);
+            lens[i] = l, scores[i] = tok_score(y, i), types[i] = (int32_t)tok_type(y, i);
+        } else {
+            lens[i] = (uint64_t)snprintf(pads[i], sizeof pads[i], "[PAD%d]", i);
+            strs[i] = pads[i], scores[i] = -1000.0f, types[i] = TOK_UNUSED;
+        }
+    }
+    gguf_writer *w = gguf_w_new();
+    T_CHECK(w && gguf_w_set_str(w, "general.architecture", "yuan2moe") == 0 && tok_write_gguf(y, w) == 0 &&
+                gguf_w_set_arr_str(w, "tokenizer.ggml.tokens", NV, strs, lens) == 0 &&
+                gguf_w_set_arr(w, "tokenizer.ggml.scores", GGUF_F32, NV, scores) == 0 &&
+                gguf_w_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, NV, types) == 0 && gguf_w_write(w, path) == 0,
+            "padded gguf: %s", moec_last_error());
+    gguf_w_free(w);
+    tok_vocab *u = tok_load(path);
+    T_CHECK(u != NULL, "padded reload: %s", moec_last_error());
+    if (u) {
+        T_CHECK(tok_n_vocab(u) == NV && tok_eos(u) == 77185 && tok_find(u, "<FIM_MIDDLE>") == 134957 &&
+                    tok_is_special(u, 77187),
+                "padded: n %d eos %d", tok_n_vocab(u), tok_eos(u));
+        int32_t *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        T_CHECK(tok_encode(y, text, len, TOK_ENC_SPECIAL, &a, &na) == 0 &&
+                    tok_encode(u, text, len, TOK_ENC_SPECIAL, &b, &nb) == 0 && ids_eq(a, na, b, nb),
+                "padded: encodings differ");
+        free(a), free(b);
+        tok_free(u);
+    }
+    unlink(path);
+    free(strs), free(lens), free(scores), free(types), free(pads);
+}
+
 /* GGUF files whose tokenizer keys are wrong: a clear error each, no crash. */
 static void test_gguf_hostile(void) {
     char path[256];
@@ -473,6 +520,7 @@ int main(void) {
     test_gguf_roundtrip(v, corpus, 30000);
     test_gguf_roundtrip(y, zh, zlen);
     test_gguf_hostile();
+    test_gguf_padded(y, zh, zlen);
     tok_free(v);
     tok_free(y);
     free(model), free(bin), free(corpus), free(zh);
