@@ -19,9 +19,10 @@ for m in llama2-tokenizer.model yuan2-m32-tokenizer.model; do
         "$S/corpora/wagahaiwa_nekodearu.txt" || fail=1
 done
 # Variants of the LLaMA 2 model (tests/tok/mkmodel.py) for paths the real models do not use: USER_DEFINED pieces,
-# UNUSED pieces (resegmentation), remove_extra_whitespaces without dummy prefix, no byte fallback (<unk> runs).
+# UNUSED pieces (resegmentation), remove_extra_whitespaces without dummy prefix, no byte fallback (<unk> runs),
+# treat_whitespace_as_suffix, escape_whitespaces off.
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for var in user ws nobytes; do
+for var in user ws nobytes suffix noescape; do
     echo "== llama2 variant: $var"
     "$PY" tests/tok/mkmodel.py "$S/tokenizers/llama2-tokenizer.model" "$tmp/$var.model" $var || { fail=1; continue; }
     "$PY" tests/tok/prop.py "$MOEC" "$tmp/$var.model" 1500 $((7 + ${#var})) || fail=1

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Write variants of a SentencePiece BPE model that exercise rarely used paths (USER_DEFINED pieces, UNUSED pieces
 and their resegmentation, remove_extra_whitespaces, no dummy prefix, no byte fallback), for the property test.
-usage: mkmodel.py SRC.model OUT.model VARIANT   (VARIANT: user | ws | nobytes)"""
+usage: mkmodel.py SRC.model OUT.model VARIANT   (VARIANT: user | ws | nobytes | suffix | noescape)"""
 import random, struct, sys
 
 src, out, variant = sys.argv[1:4]
@@ -66,6 +66,10 @@ if variant in ("user", "ws"):
             if p["piece"] == s.encode(): p["type"] = 5
 if variant == "ws":
     norm += int_field(3, 0) + int_field(4, 1)      # add_dummy_prefix = false, remove_extra_whitespaces = true
+if variant == "suffix":
+    trainer += int_field(24, 1)                    # treat_whitespace_as_suffix = true
+if variant == "noescape":
+    norm += int_field(5, 0)                        # escape_whitespaces = false
 if variant == "nobytes":
     pieces = [p for p in pieces if p["type"] != 6]
     trainer += int_field(35, 0)                    # byte_fallback = false
