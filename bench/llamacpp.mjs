@@ -77,11 +77,12 @@ for (let i = 0; i < n_prompt; i++) prompt.push(3 + ((i * 7919) % Math.max(1, voc
 await perf(); // reset
 const t0 = process.hrtime.bigint();
 let generated = 0;
+const tokens = [];
 // evaluate() processes the prompt as one batch (logits of the last position), then feeds back each sampled token
 // as a single-token batch: n_gen + 1 iterations give exactly n_gen single-token decode steps.
 const gen = seq.evaluate(prompt, { temperature: 0 });
 for await (const tok of gen) {
-    void tok;
+    if (tokens.length < 16) tokens.push(Number(tok));
     if (++generated > n_gen) break;
 }
 const wall_s = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -103,6 +104,7 @@ const out = {
     wall_s,
     cpu_backend: backend,
     rss_max_mb: process.resourceUsage().maxRSS / 1024,
+    tokens,  // the first greedy tokens, to compare with moec bench's (same prompt ids)
 };
 if (!(p.pe_n === n_prompt && p.ev_n === n_gen)) {
     process.stderr.write(`llamacpp.mjs: unexpected counts (prompt ${p.pe_n}, decode ${p.ev_n}); llama.cpp said:\n${p.text}\n`);

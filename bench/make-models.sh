@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make the benchmark models in bench/out/ (git-ignored), only those missing:
+#   moe-llama-f16.gguf    Mixtral-style `llama` MoE, ~1.3 GB at F16: dim 1024, 8 layers, 16 heads (4 KV heads),
+#                         8 experts top-2, expert FFN 2816, vocab 32000 with the LLaMA 2 tokenizer embedded (so
+#                         llama.cpp accepts it), untied output
+#   moe-llama-q8_0.gguf, moe-llama-q4_0.gguf   the same quantized with `moec quantize` (skipped until it exists)
+#   moe-yuan-f16.gguf     the same sizes as `yuan2moe` (attention router, LFA, no GQA: 16 KV heads, tied embedding)
+# usage: bench/make-models.sh [BUILD]
+set -eu
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+MOEC=${MOEC:-$BUILD/moec}
+S=${MOEC_SHARED:-$(cd .. && pwd)/shared}
+TOK="$S/data/tokenizers/llama2-tokenizer.model"
+OUT=bench/out
+mkdir -p "$OUT"
+[ -f "$TOK" ] || { echo "make-models: $TOK not found (set MOEC_SHARED)"; exit 1; }
+COMMON=(--dim 1024 --layers 8 --heads 16 --experts 8 --top-k 2 --ff 2816 --ctx 4096 --type f16 --vocab-from "$TOK")
+
+if [ ! -f "$OUT/moe-llama-f16.gguf" ]; then
+    "$MOEC" init "$OUT/moe-llama-f16.gguf" --arch llama --kv-heads 4 --tied off --seed 1 "${COMMON[@]}"
+fi
+if [ ! -f "$OUT/moe-yuan-f16.gguf" ]; then
+    "$MOEC" init "$OUT/moe-yuan-f16.gguf" --arch yuan2moe --seed 1 "${COMMON[@]}"
+fi
+for q in q8_0 q4_0; do
+    [ -f "$OUT/moe-llama-$q.gguf" ] && continue
+    if "$MOEC" quantize --help >/dev/null 2>&1; then
+        "$MOEC" quantize "$OUT/moe-llama-f16.gguf" "$OUT/moe-llama-$q.gguf" "$q" \
+            || echo "make-models: moec quantize to $q failed (skipping)"
+    else
+        echo "make-models: moec quantize not available yet: no $q model"
+    fi
+done
+ls -l "$OUT"/*.gguf

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Model speed: moec bench and llama.cpp (bench/llamacpp.mjs) on the same GGUF files, with each thread count, in the
+# same run; plus read bandwidth (bench/bw.c). Writes bench/out/results.jsonl, results.md and results.svg
+# (bench/report.py). Models: bench/make-models.sh (made on demand).
+# env: BENCH_THREADS="1 2"  BENCH_P=512  BENCH_N=128  BENCH_MODELS="file.gguf ..." (default: the made ones)
+#      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
+# usage: bench/models.sh [BUILD]   (called from bench/run.sh)
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+MOEC=${MOEC:-$BUILD/moec}
+PY=/usr/bin/python3
+OUT=bench/out
+THREADS=${BENCH_THREADS:-1 2}
+P=${BENCH_P:-512}
+N=${BENCH_N:-128}
+TMO=${BENCH_TIMEOUT:-1800}
+mkdir -p "$OUT" "$BUILD/bench"
+RES="$OUT/results.jsonl"
+: >"$RES.tmp"
+meta() { printf '%s\n' "$1" >>"$RES.tmp"; }
+
+bash bench/make-models.sh "$BUILD" || { echo "models: making the models failed"; exit 1; }
+MODELS=${BENCH_MODELS:-$(ls "$OUT"/moe-llama-f16.gguf "$OUT"/moe-llama-q8_0.gguf "$OUT"/moe-llama-q4_0.gguf \
+    "$OUT"/moe-yuan-f16.gguf 2>/dev/null)}
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)
+cpu=$(grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //; s/"/'"'"'/g')
+meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N}"
+
+# read bandwidth
+if cc -std=c11 -D_GNU_SOURCE -O3 -march=native -fopenmp -Wall -Wextra bench/bw.c -o "$BUILD/bench/bw"; then
+    # shellcheck disable=SC2086
+    "$BUILD/bench/bw" 1024 5 $THREADS 2>/dev/null | sed 's/^{/{"kind":"bw",/' >>"$RES.tmp"
+else
+    echo "models: cannot build bench/bw.c"
+fi
+
+peer=1
+if ! node -e 'require.resolve("./bench/node_modules/node-llama-cpp/package.json")' 2>/dev/null; then
+    echo "models: node-llama-cpp not installed (bench/setup.sh): no llama.cpp numbers"
+    peer=0
+fi
+
+for m in $MODELS; do
+    arch=$("$MOEC" info "$m" 2>/dev/null | sed -n 's/^architecture: *//p')
+    for t in $THREADS; do
+        echo "models: moec bench $m -t $t -p $P -n $N" >&2
+        line=$(timeout "$TMO" "$MOEC" bench -m "$m" -t "$t" -p "$P" -n "$N" --json 2>"$OUT/err.txt")
+        rc=$?
+        if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
+        else meta "{\"kind\":\"run\",\"engine\":\"moec\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
+        if [ $peer -eq 1 ] && [ "$arch" = llama ]; then
+            echo "models: llama.cpp $m -t $t -p $P -n $N" >&2
+            line=$(UV_THREADPOOL_SIZE=1 timeout "$TMO" node bench/llamacpp.mjs "$m" -t "$t" -p "$P" -n "$N" 2>"$OUT/err.txt")
+            rc=$?
+            if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
+            else meta "{\"kind\":\"run\",\"engine\":\"llama.cpp\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
+        fi
+    done
+done
+meta "{\"kind\":\"end\",\"load_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+rm -f "$OUT/err.txt"
+mv "$RES.tmp" "$RES"
+"$PY" bench/report.py "$RES" "$OUT/results.md" "$OUT/results.svg"
