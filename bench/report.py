@@ -104,7 +104,7 @@ for pi, (key, title) in enumerate((("pp_tps", f"prompt processing ({meta.get('n_
             y += bh
         y += gap
 for i, (eng, c) in enumerate(colors.items()):
-    svg.append(f'<rect x="{W - 200 + i * 100}" y="30" width="12" height="12" fill="{c}"/>'
-               f'<text x="{W - 184 + i * 100}" y="41">{eng}</text>')
+    svg.append(f'<rect x="{W - 200 + i * 100}" y="{H - 18}" width="12" height="12" fill="{c}"/>'
+               f'<text x="{W - 184 + i * 100}" y="{H - 7}">{eng}</text>')
 svg.append("</svg>")
 open(svg_path, "w").write("\n".join(svg) + "\n")
