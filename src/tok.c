@@ -563,8 +563,9 @@ tok_vocab *tok_load_spm(const void *data, size_t len, const char *name) {
         }
     }
     CHECK(v->n > 0, "%s: empty vocabulary (no pieces)", name);
-    CHECK(model_type == 2, "%s: SentencePiece model type %lld is not BPE (only BPE models are supported)", name,
-          (long long)model_type);
+    CHECK(model_type == 2, "%s: SentencePiece model type %lld (%s) is not BPE (only BPE models are supported)", name,
+          (long long)model_type,
+          model_type == 1 ? "unigram" : model_type == 3 ? "word" : model_type == 4 ? "char" : "unknown");
     CHECK(!has_charsmap, "%s: normalizer with a precompiled charsmap is not supported (only 'identity')", name);
     TRY(vocab_finalize(v, name, bos ? bos : "<s>", eos ? eos : "</s>", unk ? unk : "<unk>", pad ? pad : "<pad>",
                        true));
@@ -585,20 +586,20 @@ tok_vocab *tok_load_llama2c(const void *data, size_t len, const char *name) {
     char *buf = NULL;
     if (!v) return NULL;
     int32_t max_len;
-    CHECK(len >= 4, "%s: too short for a llama2.c tokenizer", name);
+    CHECK(len >= 4, "%s: llama2.c tokenizer: too short", name);
     memcpy(&max_len, p, 4);
     p += 4;
-    CHECK(max_len > 0 && max_len < TOK_MAX_PIECE_LEN, "%s: bad max_token_length %d", name, max_len);
+    CHECK(max_len > 0 && max_len < TOK_MAX_PIECE_LEN, "%s: llama2.c tokenizer: bad max_token_length %d", name, max_len);
     buf = moec_malloc((size_t)max_len * 3 + 8);
     TRY_PTR(buf);
     while (p < end) {
         float score;
         int32_t n;
-        CHECK(end - p >= 8, "%s: truncated at token %d", name, v->n);
+        CHECK(end - p >= 8, "%s: llama2.c tokenizer: truncated at token %d", name, v->n);
         memcpy(&score, p, 4);
         memcpy(&n, p + 4, 4);
         p += 8;
-        CHECK(n > 0 && n <= max_len && n <= end - p, "%s: token %d has bad length %d", name, v->n, n);
+        CHECK(n > 0 && n <= max_len && n <= end - p, "%s: llama2.c tokenizer: token %d has bad length %d", name, v->n, n);
         /* spaces were written as ' ' (U+2581 in SentencePiece); bos/eos as "\n<s>\n", "\n</s>\n" */
         size_t k = 0;
         for (int32_t i = 0; i < n; i++) {
@@ -749,11 +750,17 @@ tok_vocab *tok_load(const char *path) {
     }
     v = tok_load_spm(m.data, m.size, path);
     if (!v) {
-        /* not a SentencePiece model: maybe a llama2.c tokenizer.bin */
+        /* not a SentencePiece model: maybe a llama2.c tokenizer.bin. Report the error of the format the file
+         * looks like: a ModelProto starts with field 1 (byte 0x0a), a tokenizer.bin with a small int32. */
         char err[512];
         snprintf(err, sizeof err, "%s", moec_last_error());
         v = tok_load_llama2c(m.data, m.size, path);
-        if (!v) moec_set_error("%s (and not a llama2.c tokenizer.bin either)", err);
+        int32_t max_len = 0;
+        if (m.size >= 4) memcpy(&max_len, m.data, 4);
+        if (!v && m.size > 0 && m.data[0] == 0x0a) moec_set_error("%s", err);
+        else if (!v && !(max_len > 0 && max_len < TOK_MAX_PIECE_LEN))
+            moec_set_error("%s: not a vocabulary (neither GGUF, SentencePiece .model nor llama2.c tokenizer.bin)",
+                           path);
     }
     moec_mmap_close(&m);
     return v;
@@ -1133,6 +1140,7 @@ int tok_encode(const tok_vocab *v, const char *text, size_t len, unsigned flags,
     tok_work w = {0};
     *ids = NULL;
     *n = 0;
+    if (!text) text = "", len = 0;
     if (flags & TOK_ENC_BOS) {
         CHECK(v->bos >= 0, "the vocabulary has no BOS token");
         TRY(ids_push(&out, v->bos));
