@@ -30,6 +30,7 @@ bytes=$(stat -c %s "$tmp/text.txt")
 t() { /usr/bin/time -f "%U %S" -o "$tmp/time" "$@" >/dev/null; awk '{print $1 + $2 + 0.001}' "$tmp/time"; }
 mbs() { echo "scale=2; $bytes / 1000000 / $1" | bc -l; }
 printf "tokenizer bench: %d bytes (%s)\n" "$bytes" "tinyshakespeare + Analects, Mencius, Tang poems"
+rc=0
 for m in llama2-tokenizer.model yuan2-m32-tokenizer.model; do
     M=$S/tokenizers/$m
     a=$(t "$MOEC" tokenize -m "$M" -f "$tmp/text.txt")
@@ -40,6 +41,8 @@ for m in llama2-tokenizer.model yuan2-m32-tokenizer.model; do
     "$MOEC" tokenize -m "$M" < "$tmp/text.txt" > "$tmp/a.ids"
     spm_encode --model="$M" --output_format=id --input="$tmp/text.txt" > "$tmp/b.ids"
     same=$(cmp -s "$tmp/a.ids" "$tmp/b.ids" && echo "ids identical" || echo "IDS DIFFER")
+    [ "$same" == "ids identical" ] || rc=1
     printf "  %-26s moec -f %6.2f MB/s | moec lines %6.2f MB/s | spm_encode %6.2f MB/s | moec load %.3f s | %s\n" \
         "$m" "$(mbs "$a")" "$(mbs "$b")" "$(mbs "$c")" "$l" "$same"
 done
+exit $rc
