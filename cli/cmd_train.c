@@ -25,7 +25,8 @@ static void usage(FILE *f) {
             "  --lr LR (3e-4)  --lr-min LR (lr/10)  --warmup N (0)   warm-up then cosine to lr-min\n"
             "  --optimizer adamw|sgd (adamw)  --wd WD (0.1)  --beta1 (0.9)  --beta2 (0.95)  --momentum (0)\n"
             "  --clip C (1.0, 0 = off)  --seed S (1: data start)  --aux-lb A (0)  --aux-z Z (0)\n"
-            "  --eval-every N (0 = off)  --eval-rows N (32)  --save-every N (100; 0 = only at the end)\n"
+            "  --eval-every N (0 = off)  --eval-rows N (32; the last step uses all)\n"
+            "  --save-every N (100; 0 = only at the end)"
             "  --log-every N (1)  --quiet\n");
 }
 
@@ -290,7 +291,8 @@ int cmd_train(int argc, char **argv) {
         }
         bool last = pr.step == steps;
         if (val_path && ((eval_every > 0 && pr.step % eval_every == 0) || last))
-            if (evaluate(s, &vld, eval_rows, T, in, tg, mk, &val) != 0) goto fail; /* reuses the batch buffers */
+            /* the last step scores the whole validation set; periodic evaluations its first --eval-rows rows */
+            if (evaluate(s, &vld, last ? INT64_MAX : eval_rows, T, in, tg, mk, &val) != 0) goto fail;
         double el = moec_time() - t0, tps = tok_run / (el > 0 ? el : 1e-9);
         double eta = (double)(steps - pr.step) * (double)nrow / (tps > 0 ? tps : 1);
         fprintf(csv, "%lld,%llu,%.6f,%.6f,%.6g,%.6g,%.3f\n", (long long)pr.step, (unsigned long long)pr.tokens, loss,
