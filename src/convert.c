@@ -613,7 +613,6 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
     return 0;
 fail:
     free(row);
-    moec_wrap_error("convert %s", model_path);
     tok_free(voc);
     cv_free(&c);
     moec_mmap_close(&mm);

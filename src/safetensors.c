@@ -125,7 +125,7 @@ static int parse_file(st_model *m) {
     size_t size = m->maps[fi].size;
     cJSON *root = NULL;
     span *spans = NULL;
-    size_t n_spans = 0;
+    size_t n_spans = 0, n0 = m->n; /* tensors of this file: m->t[n0 ..] */
     uint64_t hlen = 0;
     CHECK(size >= 8, "%s: file of %zu bytes is too short for a safetensors header", path, size);
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | d[i];
@@ -209,6 +209,10 @@ static int parse_file(st_model *m) {
         m->t[m->n++] = t;
         if (b < e) spans[n_spans++] = (span){b, e, nm};
     }
+    /* duplicate names inside this file (cJSON keeps both), before the overlap check they would also fail */
+    qsort(m->t + n0, m->n - n0, sizeof *m->t, cmp_tensor);
+    for (size_t i = n0 + 1; i < m->n; i++)
+        CHECK(strcmp(m->t[i].name, m->t[i - 1].name), "%s: duplicate tensor %s", path, m->t[i].name);
     qsort(spans, n_spans, sizeof *spans, cmp_span);
     for (size_t i = 1; i < n_spans; i++)
         CHECK(spans[i].b >= spans[i - 1].e, "%s: tensors %s and %s overlap in the data", path, spans[i - 1].name,

@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 import st_io  # noqa: E402
 import yuan2_np  # noqa: E402
 import yuan2_ref as ref  # noqa: E402
+from yuan2_cfg import make_config, make_weights  # noqa: E402,F401
 
 torch.set_num_threads(1)
 OUT = os.path.join(HERE, "fixtures")
@@ -58,73 +59,6 @@ FIXTURES = [
                                max_pos=512),
      "F32", 1, False, [(300, "hf"), (300, "fp32")]),
 ]
-
-
-def make_config(s):
-    c = {
-        "architectures": ["YuanForCausalLM"],
-        "model_type": "yuan",
-        "hidden_size": s["hidden_size"],
-        "num_hidden_layers": s["num_hidden_layers"],
-        "num_attention_heads": s["num_attention_heads"],
-        "attention_projection_size": s["attention_projection_size"],
-        "vocab_size": s["vocab_size"],
-        "intermediate_size": s["ffn"],
-        "hidden_act": "silu",
-        "rms_norm_eps": 1e-6,
-        "max_position_embeddings": s.get("max_pos", 64),
-        "tie_word_embeddings": s.get("tie", True),
-        "use_flash_attention": False,
-        "causal_mask": True,
-        "moe_config": {"moe_num_experts": s["experts"], "moe_top_k": s["top_k"],
-                       "ffn_hidden_size": s["ffn"], "gated_linear_unit": True, "norm_topk_prob": True},
-        "torch_dtype": "float32",
-    }
-    for k in ("rope_theta", "rotary_dim", "rotary_percent", "router_type", "use_lfa"):
-        if k in s:
-            c[k] = s[k]
-    return c
-
-
-def make_weights(cfg, rng, with_lm_head):
-    """HF state_dict in file order: name -> float32 array."""
-    H, P, E, F, V = cfg.H, cfg.P, cfg.E, cfg.F, cfg.V
-
-    def lin(o, i, scale=1.0):
-        return (rng.standard_normal((o, i)) * scale / np.sqrt(i)).astype(np.float32)
-
-    def norm(n):
-        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-
-    t = {"model.embed_tokens.weight": rng.standard_normal((V, H)).astype(np.float32)}
-    for l in range(cfg.L):
-        p = "model.layers.%d." % l
-        t[p + "input_layernorm.weight"] = norm(H)
-        t[p + "self_attn.q_proj.weight"] = lin(P, H, 1.5)
-        t[p + "self_attn.k_proj.weight"] = lin(P, H, 1.5)
-        t[p + "self_attn.v_proj.weight"] = lin(P, H)
-        if cfg.lfa:
-            g = p + "self_attn.lf_gate."
-            t[g + "conv1.weight"] = (rng.standard_normal((H // 2, H, 2, 1)) / np.sqrt(2 * H)).astype(np.float32)
-            t[g + "conv1.bias"] = (0.1 * rng.standard_normal(H // 2)).astype(np.float32)
-            t[g + "conv2.weight"] = (rng.standard_normal((H, H // 2, 2, 1)) / np.sqrt(H)).astype(np.float32)
-            t[g + "conv2.bias"] = (0.1 * rng.standard_normal(H)).astype(np.float32)
-            t[g + "output_layernorm.weight"] = norm(H)
-        t[p + "self_attn.o_proj.weight"] = lin(H, P)
-        t[p + "post_attention_layernorm.weight"] = norm(H)
-        if cfg.router == "attention":
-            # q.k products O(1): a softmax neither flat nor saturated (both give near-tied router logits)
-            for n, sc in (("query", 1.0), ("key", 1.0), ("value", 3.0)):
-                t[p + "mlp.gate.%s.weight" % n] = lin(E, H, sc)
-        else:
-            t[p + "mlp.gate.weight"] = lin(E, H, 3.0)
-        for e in range(E):
-            t[p + "mlp.experts.%d.w1.weight" % e] = lin(2 * F, H)
-            t[p + "mlp.experts.%d.w2.weight" % e] = lin(H, F)
-    t["model.norm.weight"] = norm(H)
-    if with_lm_head:
-        t["lm_head.weight"] = lin(V, H, 2.0)
-    return t
 
 
 def choose_tokens(cfg, models, modes, T, rng):

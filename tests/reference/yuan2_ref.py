@@ -10,7 +10,6 @@ fp64 (dtype argument); see docs/convert.md for the config.json keys, including o
   router_type       "attention" (default; mlp.gate.query/key/value) or "linear" (mlp.gate.weight [E, H])
   use_lfa           bool (default true); false = plain attention, Q/K from the normed input
 """
-import json
 import math
 
 import torch
@@ -18,39 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class Cfg:
-    def __init__(self, d):
-        moe = d["moe_config"]
-        self.H = d["hidden_size"]
-        self.L = d["num_hidden_layers"]
-        self.n_h = d["num_attention_heads"]
-        self.P = d.get("attention_projection_size", self.H)
-        assert self.P % self.n_h == 0
-        self.d = self.P // self.n_h
-        self.V = d["vocab_size"]
-        self.eps = d.get("rms_norm_eps", 1e-6)
-        self.E = moe["moe_num_experts"]
-        self.k = moe["moe_top_k"]
-        self.F = moe["ffn_hidden_size"]
-        self.norm_topk = moe.get("norm_topk_prob", True)
-        self.max_pos = d.get("max_position_embeddings", 4096)
-        self.tied = d.get("tie_word_embeddings", True)
-        self.theta = float(d.get("rope_theta", 10000.0))
-        if "rotary_dim" in d:
-            self.rd = d["rotary_dim"]
-        elif "rotary_percent" in d:
-            self.rd = int(self.d * d["rotary_percent"])
-        else:
-            self.rd = self.H // self.n_h
-        assert self.rd % 2 == 0 and 0 < self.rd <= self.d
-        self.router = d.get("router_type", "attention")
-        assert self.router in ("attention", "linear")
-        self.lfa = d.get("use_lfa", True)
-
-    @staticmethod
-    def load(path):
-        with open(path) as f:
-            return Cfg(json.load(f))
+from yuan2_cfg import Cfg  # noqa: E402,F401  (config parsing lives in the torch-free module)
 
 
 # ---------------------------------------------------------------------------------------------------
