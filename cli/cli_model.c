@@ -2,6 +2,7 @@
 #include "cli_model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +100,7 @@ tok_vocab *cli_load_vocab(const model *m, const char *vocab_path) {
 #include "sample.h"
 
 int cli_generate_loop(const model *m, seq_state *s, struct sampler *sp, const int32_t *ids, size_t n,
-                      int64_t n_predict, const int32_t *eos, int n_eos, int (*emit)(int32_t id, void *user),
+                      int64_t n_predict, int64_t n_valid, const int32_t *eos, int n_eos, int (*emit)(int32_t id, void *user),
                       void *user, cli_gen_stats *st) {
     memset(st, 0, sizeof *st);
     int64_t V = m->hp.n_vocab;
@@ -115,6 +116,7 @@ int cli_generate_loop(const model *m, seq_state *s, struct sampler *sp, const in
     st->t_prompt = moec_time() - t0;
     t0 = moec_time();
     while (st->n_gen < n_predict) {
+        for (int64_t i = n_valid > 0 ? n_valid : V; i < V; i++) logits[i] = -INFINITY;
         int32_t id = sample_next(sp, logits);
         int stop = 0;
         for (int i = 0; i < n_eos; i++)

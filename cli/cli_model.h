@@ -25,7 +25,8 @@ tok_vocab *cli_load_vocab(const model *m, const char *vocab_path);
 
 /* The decode loop of generate/chat. Feeds ids[0..n) (the part of the prompt not yet in s), then samples up
  * to n_predict tokens, feeding each back (T = 1), stopping at any id in eos[0..n_eos) (not fed, not emitted)
- * or when the context is full. Each emitted id goes to emit(id, user) (return nonzero to stop with an error).
+ * or when the context is full. Ids >= n_valid (e.g. padding rows past the tokenizer's vocabulary) are never
+ * sampled (n_valid <= 0: all ids are valid). Each emitted id goes to emit(id, user) (return nonzero to stop with an error).
  * Times: prefill and generation seconds. *n_gen = emitted tokens; *stopped_eos says whether EOS ended it. */
 typedef struct {
     double t_prompt, t_gen;
@@ -34,5 +35,5 @@ typedef struct {
 } cli_gen_stats;
 struct sampler;
 int cli_generate_loop(const model *m, seq_state *s, struct sampler *sp, const int32_t *ids, size_t n,
-                      int64_t n_predict, const int32_t *eos, int n_eos, int (*emit)(int32_t id, void *user),
+                      int64_t n_predict, int64_t n_valid, const int32_t *eos, int n_eos, int (*emit)(int32_t id, void *user),
                       void *user, cli_gen_stats *st);

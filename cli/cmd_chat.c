@@ -168,7 +168,7 @@ int cmd_chat(int argc, char **argv) {
         cli_gen_stats st;
         int64_t budget = n_ctx - (int64_t)n;
         if (budget > n_predict) budget = n_predict;
-        if (cli_generate_loop(m, s, sp, ids + keep, n - keep, budget, eos, n_eos, emit, &ce, &st) != 0) goto fail;
+        if (cli_generate_loop(m, s, sp, ids + keep, n - keep, budget, tok_n_vocab(voc), eos, n_eos, emit, &ce, &st) != 0) goto fail;
         const char *o;
         size_t len;
         if (tok_stream_flush(&ce.ts, &o, &len) == 0) fwrite(o, 1, len, stdout);

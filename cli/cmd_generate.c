@@ -166,7 +166,7 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     cli_gen_stats st;
-    if (cli_generate_loop(m, s, sp, ids, n, n_predict, eos, n_eos, emit, &ec, &st) != 0) goto fail;
+    if (cli_generate_loop(m, s, sp, ids, n, n_predict, voc ? tok_n_vocab(voc) : 0, eos, n_eos, emit, &ec, &st) != 0) goto fail;
     if (ec.have_tok && !print_ids) {
         const char *o;
         size_t len;

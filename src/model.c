@@ -413,7 +413,7 @@ model *model_load(const char *path, const model_load_opts *opts) {
     bind_derived(m);
     return m;
 fail:
-    moec_wrap_error("%s", path);
+    if (strncmp(moec_last_error(), path, strlen(path)) != 0) moec_wrap_error("%s", path);
     moec_free(probe);
     model_free(m);
     return NULL;
