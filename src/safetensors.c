@@ -210,7 +210,7 @@ static int parse_file(st_model *m) {
         if (b < e) spans[n_spans++] = (span){b, e, nm};
     }
     /* duplicate names inside this file (cJSON keeps both), before the overlap check they would also fail */
-    qsort(m->t + n0, m->n - n0, sizeof *m->t, cmp_tensor);
+    if (m->n > n0) qsort(m->t + n0, m->n - n0, sizeof *m->t, cmp_tensor);
     for (size_t i = n0 + 1; i < m->n; i++)
         CHECK(strcmp(m->t[i].name, m->t[i - 1].name), "%s: duplicate tensor %s", path, m->t[i].name);
     qsort(spans, n_spans, sizeof *spans, cmp_span);
