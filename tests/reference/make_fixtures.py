@@ -16,8 +16,9 @@ Checks run here (the script fails loudly otherwise):
   * the HF bf16 table rounds positions (257 -> 256, 259 -> 260) as the spec says, and hf and fp32 logits
     of the long fixture differ by far more than the test tolerance (so the tests can tell them apart).
 Usage: /usr/bin/python3 tests/reference/make_fixtures.py [--check]
-  --check: write nothing; recompute every committed fixture from its stored weights and tokens, rerun the
-           checks above and require the stored logits to be reproduced bit for bit.
+  --check: write nothing; regenerate the weights (must equal the committed ones), recompute every case
+           from the committed token ids, rerun the checks above (margins included) and require the stored
+           logits to be reproduced bit for bit. (Regenerating in full also reproduces the token ids.)
 """
 import json
 import os
@@ -99,14 +100,17 @@ def build(name, spec, dtype, shards, lm_head, cases, write):
     m64.double()
     m32 = ref.Yuan2Ref(cfg).load_hf(w)
     toks = {}
-    for T in sorted({T for T, _ in cases}):
-        toks[T] = choose_tokens(cfg, (m32, m64), sorted({md for t, md in cases if t == T}), T, rng)
-    if not write:  # check the committed fixture: its weights and tokens must be what this script makes
+    if write:
+        for T in sorted({T for T, _ in cases}):
+            toks[T] = choose_tokens(cfg, (m32, m64), sorted({md for t, md in cases if t == T}), T, rng)
+    else:  # check the committed fixture: same weights; its stored tokens (their margins are rechecked below)
         d = os.path.join(OUT, name)
         back = st_io.read_dir(d)
         assert set(back) == set(w) and all(np.array_equal(back[k], w[k]) for k in w), (name, "weights")
         with open(os.path.join(d, "meta.json")) as f:
             stored = {c["name"]: c for c in json.load(f)["cases"]}
+        for c in stored.values():
+            toks[len(c["tokens"])] = c["tokens"]
     results, margin = [], float("inf")
     for T, mode in cases:
         lg64, r64 = m64(toks[T], mode)
