@@ -5,13 +5,11 @@
  * pre-splitting, decoding and streaming decoding, GGUF writing. */
 #include "tok.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
-
 
 #define TOK_MAX_PIECES (1 << 24)
 #define TOK_MAX_PIECE_LEN 8000 /* SentencePiece's kMaxPieceSize */
@@ -349,9 +347,13 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
         int32_t id = tok_find(v, bp);
         v->byte_id[b] = id;
     }
+    /* dec_type[i] = type of tok_find(piece i): differs from type[i] only for a normal piece whose text is also
+     * a reserved piece (the reserved one wins the lookup) */
+    for (int32_t i = 0; i < v->n; i++) v->dec_type[i] = v->type[i];
     for (int32_t i = 0; i < v->n; i++) {
-        int32_t j = tok_find_n(v, piece_ptr(v, i), v->len[i]);
-        v->dec_type[i] = v->type[j >= 0 ? j : i];
+        if (is_normal_type(v->type[i])) continue;
+        int32_t j = map_get(v, &v->normal, piece_ptr(v, i), v->len[i]);
+        if (j >= 0) v->dec_type[j] = v->type[i];
     }
     /* bos/eos/unk/pad as SentencePiece defines them: the named piece, if it has the right type */
     {
