@@ -1,50 +1,621 @@
+/* kern: matrix products y[T, n_out] = x[T, n_in] · Wᵀ for W of type F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+ *
+ * Two implementations of every inner kernel, chosen at run time: a portable scalar one and an AVX2/FMA/F16C one
+ * (functions with __attribute__((target(...))), used when the CPU has the features and MOEC_KERN != "scalar").
+ *
+ * Float weights (F32/F16/BF16):
+ *   T < 3: one dot product per (row, token), weights converted on the fly (memory bound: decode).
+ *   T >= 3: cache-blocked GEMM. Work items are (block of KB_ROWS rows) x (block of KB_TOK tokens), each owned by one
+ *           thread (so y needs no synchronisation). Inside an item, the k dimension is cut in panels of KB_K;
+ *           F16/BF16 panels are converted to fp32 once into a thread buffer, F32 is used in place; a register-tiled
+ *           micro-kernel computes 3 tokens x 4 rows of dot products (12 accumulators) per panel.
+ * Quantized weights: the activations are quantized once per call to kq8 blocks (32 int8 + fp32 scale + the sums
+ *   of each 16-half), then integer dot products (maddubs/madd) per weight block, scaled in fp32. One weight row is
+ *   dotted with up to 4 tokens at a time so the unpacked weights are reused from registers.
+ * Threads: one OpenMP parallel region per call, only when the call has enough work to pay for it. */
 #include "kern.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
 #include "util.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define KERN_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#else
+#define KERN_X86 0
+#endif
+
+/* Activation block: 32 int8 values, x ≈ d*q; s[h] = sum of q[16h .. 16h+15]. */
+typedef struct {
+    float d;
+    int16_t s[2];
+    int8_t q[32];
+} kq8;
+
+#define KB_K 512      /* k panel (floats) */
+#define KB_ROWS 64    /* rows per work item */
+#define KB_TOK 96     /* tokens per work item (float GEMM) */
+#define KQ_TOK 64     /* tokens per work item (quantized) */
+#define PAR_MIN_MACS 65536.0 /* below this many multiply-adds a call runs on the calling thread only */
+
+/* ---------------------------------------------------------------------------------------------- */
+/* helpers                                                                                        */
+
+static inline uint16_t ld16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static int type_is_quant(ggml_type t) {
+    return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_K || t == GGML_Q6_K;
+}
+
+/* Is the AVX2 path enabled? (CPU support, and not forced off with MOEC_KERN=scalar) */
+static int use_simd(void) {
+#if KERN_X86 && defined(__GNUC__)
+    const char *e = getenv("MOEC_KERN");
+    if (e && strcmp(e, "scalar") == 0) return 0;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+#else
+    return 0;
+#endif
+}
+
+const char *kern_path(void) { return use_simd() ? "avx2" : "scalar"; }
+
 int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n) {
+    if (ggml_row_bytes(t, n) == 0 && n != 0) return moec_wrap_error("kern_row_to_f32");
     switch (t) {
-    case GGML_F32:
-        for (int64_t i = 0; i < n; i++) dst[i] = ((const float *)src)[i];
-        return 0;
+    case GGML_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 0;
     case GGML_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = moec_f16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = moec_f16_to_f32(ld16((const uint8_t *)src + 2 * i));
         return 0;
     case GGML_BF16:
-        for (int64_t i = 0; i < n; i++) dst[i] = moec_bf16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = moec_bf16_to_f32(ld16((const uint8_t *)src + 2 * i));
         return 0;
-    default:
-        return moec_set_error("kern: unsupported weight type %s", ggml_type_name(t));
+    case GGML_Q8_0: quant_deq_q8_0(src, dst, n); return 0;
+    case GGML_Q4_0: quant_deq_q4_0(src, dst, n); return 0;
+    case GGML_Q4_K: quant_deq_q4_k(src, dst, n); return 0;
+    case GGML_Q6_K: quant_deq_q6_k(src, dst, n); return 0;
+    default: return moec_set_error("kern: unsupported weight type %s", ggml_type_name(t));
     }
 }
 
-/* Simple reference path: convert each weight row once, dot it with every token. */
+/* ---------------------------------------------------------------------------------------------- */
+/* activation quantization                                                                        */
+
+/* x[n] (n % 32 == 0) -> n/32 kq8 blocks: d = amax/127, q = round(x/d). */
+void kern_quantize_act(void *dst, const float *x, int64_t n) {
+    kq8 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float a = fabsf(x[j]);
+            if (a > amax) amax = a;
+        }
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (int j = 0; j < 32; j++) {
+            float v = roundf(x[j] * id);
+            if (!(v >= -127.0f)) v = v > 0 ? 127.0f : (v < 0 ? -127.0f : 0.0f);
+            if (v > 127.0f) v = 127.0f;
+            b[i].q[j] = (int8_t)v;
+            if (j < 16) s0 += (int)v;
+            else s1 += (int)v;
+        }
+        b[i].d = d;
+        b[i].s[0] = (int16_t)s0;
+        b[i].s[1] = (int16_t)s1;
+    }
+}
+
+size_t kern_act_bytes(int64_t n) { return (size_t)(n / 32) * sizeof(kq8); }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* scalar kernels                                                                                 */
+
+/* dot of a weight row of type t (n elements) with fp32 x */
+static float dot_f_scalar(const void *w, ggml_type t, const float *x, int64_t n) {
+    const uint8_t *p = w;
+    double s = 0.0;
+    float acc[8] = {0};
+    if (t == GGML_F32) {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                float v;
+                memcpy(&v, p + 4 * (i + j), 4);
+                acc[j] += v * x[i + j];
+            }
+        for (; i < n; i++) {
+            float v;
+            memcpy(&v, p + 4 * i, 4);
+            acc[0] += v * x[i];
+        }
+    } else {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) {
+                uint16_t h = ld16(p + 2 * (i + j));
+                acc[j] += (t == GGML_F16 ? moec_f16_to_f32(h) : moec_bf16_to_f32(h)) * x[i + j];
+            }
+        for (; i < n; i++) {
+            uint16_t h = ld16(p + 2 * i);
+            acc[0] += (t == GGML_F16 ? moec_f16_to_f32(h) : moec_bf16_to_f32(h)) * x[i];
+        }
+    }
+    for (int j = 0; j < 8; j++) s += acc[j];
+    return (float)s;
+}
+
+/* dot of one quantized weight row (nb32 = n/32 blocks of 32) with nt (<= 4) quantized activation rows */
+static void dot_q_scalar(float *out, const void *w, ggml_type t, const kq8 *const *a, int nt, int64_t nb32) {
+    const uint8_t *p = w;
+    for (int i = 0; i < nt; i++) {
+        float acc = 0.0f;
+        if (t == GGML_Q8_0) {
+            for (int64_t b = 0; b < nb32; b++) {
+                const uint8_t *blk = p + b * 34;
+                int s = 0;
+                for (int j = 0; j < 32; j++) s += (int8_t)blk[2 + j] * a[i][b].q[j];
+                acc += (float)s * (moec_f16_to_f32(ld16(blk)) * a[i][b].d);
+            }
+        } else if (t == GGML_Q4_0) {
+            for (int64_t b = 0; b < nb32; b++) {
+                const uint8_t *blk = p + b * 18;
+                int s = 0;
+                for (int j = 0; j < 16; j++)
+                    s += ((blk[2 + j] & 15) - 8) * a[i][b].q[j] + ((blk[2 + j] >> 4) - 8) * a[i][b].q[j + 16];
+                acc += (float)s * (moec_f16_to_f32(ld16(blk)) * a[i][b].d);
+            }
+        } else if (t == GGML_Q4_K) {
+            for (int64_t sb = 0; sb < nb32 / 8; sb++) {
+                const uint8_t *blk = p + sb * 144, *qs = blk + 16;
+                float d = moec_f16_to_f32(ld16(blk)), dmin = moec_f16_to_f32(ld16(blk + 2));
+                for (int j = 0; j < 8; j++) {
+                    const kq8 *ab = &a[i][sb * 8 + j];
+                    uint8_t sc, m;
+                    quant_q4_k_scale_min(blk + 4, j, &sc, &m);
+                    int s = 0;
+                    for (int l = 0; l < 32; l++) {
+                        uint8_t byte = qs[32 * (j / 2) + l];
+                        s += (j & 1 ? byte >> 4 : byte & 15) * ab->q[l];
+                    }
+                    acc += ab->d * (d * sc * (float)s - dmin * m * (float)(ab->s[0] + ab->s[1]));
+                }
+            }
+        } else { /* Q6_K */
+            for (int64_t sb = 0; sb < nb32 / 8; sb++) {
+                const uint8_t *blk = p + sb * 210;
+                const int8_t *sc = (const int8_t *)(blk + 192);
+                float d = moec_f16_to_f32(ld16(blk + 208));
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+                    for (int k = 0; k < 4; k++) {
+                        const kq8 *ab = &a[i][sb * 8 + 4 * h + k];
+                        int s[2] = {0, 0};
+                        for (int l = 0; l < 32; l++) {
+                            uint8_t lb = ql[l + 32 * (k & 1)];
+                            int q = ((k < 2 ? lb & 15 : lb >> 4) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+                            s[l / 16] += q * ab->q[l];
+                        }
+                        acc += d * ab->d * (float)(sc[8 * h + 2 * k] * s[0] + sc[8 * h + 2 * k + 1] * s[1]);
+                    }
+                }
+            }
+        }
+        out[i] = acc;
+    }
+}
+
+/* fp32 tile: y[t][o] (+)= dot(x[t][0..kc), w[o][0..kc)) for mt tokens, nr rows */
+static void tile_f32_scalar(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
+                            int nr, int64_t kc, int accumulate) {
+    for (int t = 0; t < mt; t++)
+        for (int o = 0; o < nr; o++) {
+            float acc[8] = {0};
+            const float *xt = x + t * ldx, *wo = w + o * ldw;
+            int64_t k = 0;
+            for (; k + 8 <= kc; k += 8)
+                for (int j = 0; j < 8; j++) acc[j] += xt[k + j] * wo[k + j];
+            float s = 0.0f;
+            for (; k < kc; k++) s += xt[k] * wo[k];
+            for (int j = 0; j < 8; j++) s += acc[j];
+            if (accumulate) y[t * ldy + o] += s;
+            else y[t * ldy + o] = s;
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* AVX2 kernels                                                                                   */
+
+#if KERN_X86 && defined(__GNUC__)
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 static inline __m256 load8_f16(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+AVX2 static inline __m256 load8_bf16(const uint8_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+AVX2 static inline float f16s(const uint8_t *p) { return _cvtsh_ss(ld16(p)); }
+
+AVX2 static float dot_f_avx2(const void *w, ggml_type t, const float *x, int64_t n) {
+    const uint8_t *p = w;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    float tail = 0.0f;
+    if (t == GGML_F32) {
+        for (; i + 32 <= n; i += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(p + 4 * i)), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(p + 4 * i + 32)), _mm256_loadu_ps(x + i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(p + 4 * i + 64)), _mm256_loadu_ps(x + i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(p + 4 * i + 96)), _mm256_loadu_ps(x + i + 24), a3);
+        }
+        for (; i + 8 <= n; i += 8)
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(p + 4 * i)), _mm256_loadu_ps(x + i), a0);
+        for (; i < n; i++) {
+            float v;
+            memcpy(&v, p + 4 * i, 4);
+            tail += v * x[i];
+        }
+    } else if (t == GGML_F16) {
+        for (; i + 32 <= n; i += 32) {
+            a0 = _mm256_fmadd_ps(load8_f16(p + 2 * i), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(load8_f16(p + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
+            a2 = _mm256_fmadd_ps(load8_f16(p + 2 * i + 32), _mm256_loadu_ps(x + i + 16), a2);
+            a3 = _mm256_fmadd_ps(load8_f16(p + 2 * i + 48), _mm256_loadu_ps(x + i + 24), a3);
+        }
+        for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8_f16(p + 2 * i), _mm256_loadu_ps(x + i), a0);
+        for (; i < n; i++) tail += _cvtsh_ss(ld16(p + 2 * i)) * x[i];
+    } else {
+        for (; i + 32 <= n; i += 32) {
+            a0 = _mm256_fmadd_ps(load8_bf16(p + 2 * i), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(load8_bf16(p + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
+            a2 = _mm256_fmadd_ps(load8_bf16(p + 2 * i + 32), _mm256_loadu_ps(x + i + 16), a2);
+            a3 = _mm256_fmadd_ps(load8_bf16(p + 2 * i + 48), _mm256_loadu_ps(x + i + 24), a3);
+        }
+        for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8_bf16(p + 2 * i), _mm256_loadu_ps(x + i), a0);
+        for (; i < n; i++) tail += moec_bf16_to_f32(ld16(p + 2 * i)) * x[i];
+    }
+    return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + tail;
+}
+
+/* Register tile of MT tokens x NR rows over kc (the k tail is done in scalar). Inlined with constant MT/NR. */
+AVX2 static inline __attribute__((always_inline)) void tile_f32_avx2_body(float *y, int64_t ldy, const float *x,
+                                                                           int64_t ldx, const float *w, int64_t ldw,
+                                                                           int MT, int NR, int64_t kc,
+                                                                           int accumulate) {
+    __m256 acc[3][4];
+    for (int t = 0; t < MT; t++)
+        for (int o = 0; o < NR; o++) acc[t][o] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 xv[3];
+        for (int t = 0; t < MT; t++) xv[t] = _mm256_loadu_ps(x + t * ldx + k);
+        for (int o = 0; o < NR; o++) {
+            __m256 wv = _mm256_loadu_ps(w + o * ldw + k);
+            for (int t = 0; t < MT; t++) acc[t][o] = _mm256_fmadd_ps(xv[t], wv, acc[t][o]);
+        }
+    }
+    for (int t = 0; t < MT; t++)
+        for (int o = 0; o < NR; o++) {
+            float s = hsum8(acc[t][o]);
+            for (int64_t kk = k; kk < kc; kk++) s += x[t * ldx + kk] * w[o * ldw + kk];
+            if (accumulate) y[t * ldy + o] += s;
+            else y[t * ldy + o] = s;
+        }
+}
+
+AVX2 static void tile_f32_avx2_3x4(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw,
+                                   int64_t kc, int accumulate) {
+    tile_f32_avx2_body(y, ldy, x, ldx, w, ldw, 3, 4, kc, accumulate);
+}
+
+AVX2 static void tile_f32_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
+                               int nr, int64_t kc, int accumulate) {
+    if (mt == 3 && nr == 4) {
+        tile_f32_avx2_3x4(y, ldy, x, ldx, w, ldw, kc, accumulate);
+        return;
+    }
+    /* edge tiles: one token at a time, up to 4 rows */
+    for (int t = 0; t < mt; t++) {
+        switch (nr) {
+        case 4: tile_f32_avx2_body(y + t * ldy, ldy, x + t * ldx, ldx, w, ldw, 1, 4, kc, accumulate); break;
+        case 3: tile_f32_avx2_body(y + t * ldy, ldy, x + t * ldx, ldx, w, ldw, 1, 3, kc, accumulate); break;
+        case 2: tile_f32_avx2_body(y + t * ldy, ldy, x + t * ldx, ldx, w, ldw, 1, 2, kc, accumulate); break;
+        default: tile_f32_avx2_body(y + t * ldy, ldy, x + t * ldx, ldx, w, ldw, 1, 1, kc, accumulate); break;
+        }
+    }
+}
+
+/* Convert rows [0, nr) x k [k0, k0+kc) of a F16/BF16 matrix (row stride rb bytes) into dst (stride kc floats). */
+AVX2 static void panel_to_f32_avx2(float *dst, const uint8_t *w, size_t rb, ggml_type t, int nr, int64_t k0,
+                                   int64_t kc) {
+    for (int o = 0; o < nr; o++) {
+        const uint8_t *p = w + (size_t)o * rb + 2 * k0;
+        float *d = dst + o * kc;
+        int64_t k = 0;
+        if (t == GGML_F16) {
+            for (; k + 8 <= kc; k += 8) _mm256_storeu_ps(d + k, load8_f16(p + 2 * k));
+            for (; k < kc; k++) d[k] = _cvtsh_ss(ld16(p + 2 * k));
+        } else {
+            for (; k + 8 <= kc; k += 8) _mm256_storeu_ps(d + k, load8_bf16(p + 2 * k));
+            for (; k < kc; k++) d[k] = moec_bf16_to_f32(ld16(p + 2 * k));
+        }
+    }
+}
+
+/* Sum of the 8 int32 lanes of madd(maddubs(u, s), 1) as floats: u unsigned bytes, s signed bytes. */
+AVX2 static inline __m256 mul_sum_us8(__m256i u, __m256i s) {
+    __m256i p16 = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *out, const uint8_t *p, ggml_type t,
+                                                                        const kq8 *const *a, int NT, int64_t nb32) {
+    __m256 acc[4];
+    float corr[4];
+    for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps(), corr[i] = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    if (t == GGML_Q8_0) {
+        for (int64_t b = 0; b < nb32; b++) {
+            const uint8_t *blk = p + b * 34;
+            __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
+            __m256i wa = _mm256_abs_epi8(wq);
+            float dw = f16s(blk);
+            for (int i = 0; i < NT; i++) {
+                __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
+                __m256 s = mul_sum_us8(wa, _mm256_sign_epi8(aq, wq));
+                acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * a[i][b].d), acc[i]);
+            }
+        }
+    } else if (t == GGML_Q4_0) {
+        for (int64_t b = 0; b < nb32; b++) {
+            const uint8_t *blk = p + b * 18;
+            __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+            __m256i wu = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
+            float dw = f16s(blk);
+            for (int i = 0; i < NT; i++) {
+                __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
+                float sc = dw * a[i][b].d;
+                acc[i] = _mm256_fmadd_ps(mul_sum_us8(wu, aq), _mm256_set1_ps(sc), acc[i]);
+                corr[i] += sc * (float)(8 * (a[i][b].s[0] + a[i][b].s[1]));
+            }
+        }
+    } else if (t == GGML_Q4_K) {
+        for (int64_t sb = 0; sb < nb32 / 8; sb++) {
+            const uint8_t *blk = p + sb * 144;
+            float d = f16s(blk), dmin = f16s(blk + 2);
+            uint8_t sc[8], mn[8];
+            for (int j = 0; j < 8; j++) quant_q4_k_scale_min(blk + 4, j, &sc[j], &mn[j]);
+            for (int g = 0; g < 4; g++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * g));
+                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                float d0 = d * sc[2 * g], d1 = d * sc[2 * g + 1], m0 = dmin * mn[2 * g], m1 = dmin * mn[2 * g + 1];
+                for (int i = 0; i < NT; i++) {
+                    const kq8 *b0 = &a[i][sb * 8 + 2 * g], *b1 = b0 + 1;
+                    __m256 s0 = mul_sum_us8(lo, _mm256_loadu_si256((const __m256i *)b0->q));
+                    __m256 s1 = mul_sum_us8(hi, _mm256_loadu_si256((const __m256i *)b1->q));
+                    acc[i] = _mm256_fmadd_ps(s0, _mm256_set1_ps(d0 * b0->d), acc[i]);
+                    acc[i] = _mm256_fmadd_ps(s1, _mm256_set1_ps(d1 * b1->d), acc[i]);
+                    corr[i] += m0 * b0->d * (float)(b0->s[0] + b0->s[1]) + m1 * b1->d * (float)(b1->s[0] + b1->s[1]);
+                }
+            }
+        }
+    } else { /* Q6_K */
+        const __m256i m2 = _mm256_set1_epi8(3);
+        for (int64_t sb = 0; sb < nb32 / 8; sb++) {
+            const uint8_t *blk = p + sb * 210;
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            float d = f16s(blk + 208);
+            for (int h = 0; h < 2; h++) {
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                for (int k = 0; k < 4; k++) {
+                    int s0 = sc[8 * h + 2 * k], s1 = sc[8 * h + 2 * k + 1];
+                    __m256i scv = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
+                    for (int i = 0; i < NT; i++) {
+                        const kq8 *ab = &a[i][sb * 8 + 4 * h + k];
+                        __m256i p16 = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)ab->q));
+                        __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scv));
+                        float da = d * ab->d;
+                        acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(da), acc[i]);
+                        corr[i] += da * (float)(32 * (s0 * ab->s[0] + s1 * ab->s[1]));
+                    }
+                }
+            }
+        }
+    }
+    for (int i = 0; i < NT; i++) out[i] = hsum8(acc[i]) - corr[i];
+}
+
+AVX2 static void dot_q_avx2(float *out, const void *w, ggml_type t, const kq8 *const *a, int nt, int64_t nb32) {
+    switch (nt) {
+    case 4: dot_q_avx2_body(out, w, t, a, 4, nb32); break;
+    case 3: dot_q_avx2_body(out, w, t, a, 3, nb32); break;
+    case 2: dot_q_avx2_body(out, w, t, a, 2, nb32); break;
+    default: dot_q_avx2_body(out, w, t, a, 1, nb32); break;
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dispatch                                                                                       */
+
+static float dot_f(int simd, const void *w, ggml_type t, const float *x, int64_t n) {
+#if KERN_X86 && defined(__GNUC__)
+    if (simd) return dot_f_avx2(w, t, x, n);
+#endif
+    (void)simd;
+    return dot_f_scalar(w, t, x, n);
+}
+
+static void dot_q(int simd, float *out, const void *w, ggml_type t, const kq8 *const *a, int nt, int64_t nb32) {
+#if KERN_X86 && defined(__GNUC__)
+    if (simd) {
+        dot_q_avx2(out, w, t, a, nt, nb32);
+        return;
+    }
+#endif
+    (void)simd;
+    dot_q_scalar(out, w, t, a, nt, nb32);
+}
+
+static void tile_f32(int simd, float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
+                     int nr, int64_t kc, int accumulate) {
+#if KERN_X86 && defined(__GNUC__)
+    if (simd) {
+        tile_f32_avx2(y, ldy, x, ldx, w, ldw, mt, nr, kc, accumulate);
+        return;
+    }
+#endif
+    (void)simd;
+    tile_f32_scalar(y, ldy, x, ldx, w, ldw, mt, nr, kc, accumulate);
+}
+
+static void panel_to_f32(int simd, float *dst, const uint8_t *w, size_t rb, ggml_type t, int nr, int64_t k0,
+                         int64_t kc) {
+#if KERN_X86 && defined(__GNUC__)
+    if (simd) {
+        panel_to_f32_avx2(dst, w, rb, t, nr, k0, kc);
+        return;
+    }
+#endif
+    (void)simd;
+    for (int o = 0; o < nr; o++)
+        for (int64_t k = 0; k < kc; k++) {
+            uint16_t h = ld16(w + (size_t)o * rb + 2 * (k0 + k));
+            dst[o * kc + k] = t == GGML_F16 ? moec_f16_to_f32(h) : moec_bf16_to_f32(h);
+        }
+}
+
+/* One work item of the float GEMM: rows [o0, o1) x tokens [t0, t1), all of k. buf: KB_ROWS*KB_K floats. */
+static void gemm_item(int simd, float *y, const float *x, const uint8_t *w, ggml_type wt, size_t rb, int64_t n_in,
+                      int64_t n_out, int64_t o0, int64_t o1, int64_t t0, int64_t t1, float *buf) {
+    for (int64_t k0 = 0; k0 < n_in; k0 += KB_K) {
+        int64_t kc = n_in - k0 < KB_K ? n_in - k0 : KB_K;
+        const float *wp;
+        int64_t ldw;
+        if (wt == GGML_F32) {
+            wp = (const float *)(w + (size_t)o0 * rb) + k0;
+            ldw = n_in;
+        } else {
+            panel_to_f32(simd, buf, w + (size_t)o0 * rb, rb, wt, (int)(o1 - o0), k0, kc);
+            wp = buf;
+            ldw = kc;
+        }
+        for (int64_t t = t0; t < t1; t += 3) {
+            int mt = t1 - t < 3 ? (int)(t1 - t) : 3;
+            for (int64_t o = o0; o < o1; o += 4) {
+                int nr = o1 - o < 4 ? (int)(o1 - o) : 4;
+                tile_f32(simd, y + t * n_out + o, n_out, x + t * n_in + k0, n_in, wp + (o - o0) * ldw, ldw, mt, nr, kc,
+                         k0 > 0);
+            }
+        }
+    }
+}
+
 int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out) {
+    if (T < 0 || n_in <= 0 || n_out < 0)
+        return moec_set_error("kern_matmul: bad shape T=%lld n_in=%lld n_out=%lld", (long long)T, (long long)n_in,
+                              (long long)n_out);
     size_t rb = ggml_row_bytes(wtype, n_in);
-    if (rb == 0) return -1;
+    if (rb == 0) return moec_wrap_error("kern_matmul");
+    if (wtype != GGML_F32 && wtype != GGML_F16 && wtype != GGML_BF16 && !type_is_quant(wtype))
+        return moec_set_error("kern_matmul: unsupported weight type %s", ggml_type_name(wtype));
+    if (T == 0 || n_out == 0) return 0;
+    const int simd = use_simd();
+    const uint8_t *wb = w;
+    const int par = (double)T * (double)n_in * (double)n_out >= PAR_MIN_MACS;
+
+    if (type_is_quant(wtype)) {
+        int64_t nb32 = n_in / 32;
+        size_t arow = (size_t)nb32 * sizeof(kq8);
+        kq8 *xq = moec_malloc(arow * (size_t)T);
+        if (!xq) return -1;
+        int64_t n_tb = (T + KQ_TOK - 1) / KQ_TOK, n_rb = (n_out + KB_ROWS - 1) / KB_ROWS;
+        if (T == 1) n_rb = n_out; /* decode: rows interleave freely between threads */
+#pragma omp parallel if (par)
+        {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < T; t++) kern_quantize_act(xq + t * nb32, x + t * n_in, n_in);
+            if (T == 1) {
+#pragma omp for schedule(static)
+                for (int64_t o = 0; o < n_out; o++) {
+                    const kq8 *a[1] = {xq};
+                    dot_q(simd, y + o, wb + (size_t)o * rb, wtype, a, 1, nb32);
+                }
+            } else {
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t it = 0; it < n_rb * n_tb; it++) {
+                    int64_t o0 = (it % n_rb) * KB_ROWS, t0 = (it / n_rb) * KQ_TOK;
+                    int64_t o1 = o0 + KB_ROWS < n_out ? o0 + KB_ROWS : n_out, t1 = t0 + KQ_TOK < T ? t0 + KQ_TOK : T;
+                    for (int64_t t = t0; t < t1; t += 4) {
+                        int nt = t1 - t < 4 ? (int)(t1 - t) : 4;
+                        const kq8 *a[4];
+                        for (int i = 0; i < nt; i++) a[i] = xq + (t + i) * nb32;
+                        for (int64_t o = o0; o < o1; o++) {
+                            float r[4];
+                            dot_q(simd, r, wb + (size_t)o * rb, wtype, a, nt, nb32);
+                            for (int i = 0; i < nt; i++) y[(t + i) * n_out + o] = r[i];
+                        }
+                    }
+                }
+            }
+        }
+        moec_free(xq);
+        return 0;
+    }
+
+    if (T < 3) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t o = 0; o < n_out; o++)
+            for (int64_t t = 0; t < T; t++) y[t * n_out + o] = dot_f(simd, wb + (size_t)o * rb, wtype, x + t * n_in, n_in);
+        return 0;
+    }
+
+    int64_t n_rb = (n_out + KB_ROWS - 1) / KB_ROWS, n_tb = (T + KB_TOK - 1) / KB_TOK;
     int bad = 0;
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
-        float *row = moec_malloc((size_t)n_in * sizeof(float));
-        if (!row) {
+        float *buf = wtype == GGML_F32 ? NULL : moec_malloc((size_t)KB_ROWS * KB_K * sizeof(float));
+        if (wtype != GGML_F32 && !buf) {
 #pragma omp atomic write
             bad = 1;
         }
-#pragma omp for schedule(static)
-        for (int64_t o = 0; o < n_out; o++) {
-            if (!row || kern_row_to_f32(row, (const uint8_t *)w + (size_t)o * rb, wtype, n_in) != 0) {
-#pragma omp atomic write
-                bad = 1;
-                continue;
-            }
-            for (int64_t t = 0; t < T; t++) {
-                const float *xt = x + t * n_in;
-                float s = 0.0f;
-                for (int64_t i = 0; i < n_in; i++) s += row[i] * xt[i];
-                y[t * n_out + o] = s;
-            }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < n_rb * n_tb; it++) {
+            if (wtype != GGML_F32 && !buf) continue;
+            int64_t o0 = (it % n_rb) * KB_ROWS, t0 = (it / n_rb) * KB_TOK;
+            int64_t o1 = o0 + KB_ROWS < n_out ? o0 + KB_ROWS : n_out, t1 = t0 + KB_TOK < T ? t0 + KB_TOK : T;
+            gemm_item(simd, y, x, wb, wtype, rb, n_in, n_out, o0, o1, t0, t1, buf);
         }
-        moec_free(row);
+        moec_free(buf);
     }
-    return bad ? moec_set_error("kern_matmul: unsupported weight type %s or out of memory", ggml_type_name(wtype)) : 0;
+    return bad ? moec_set_error("kern_matmul: out of memory") : 0;
 }

@@ -9,10 +9,20 @@
 #include "gguf.h"
 
 /* y[T, n_out] = x[T, n_in] · Wᵀ, W: [n_out, n_in] of type wtype. y is overwritten.
- * Supported: F32, F16, BF16 (more types come with quant.c). Returns -1 (error set) for an unsupported type. */
+ * Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K (n_in a multiple of the block size). For quantized W the
+ * activations are quantized to 8 bits per 32-block first (as ggml does). Threaded with OpenMP when the call is big
+ * enough; env MOEC_KERN=scalar forces the portable path. Returns -1 (error set) for an unsupported type/shape. */
 int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out);
 
 /* Dequantize/convert one row of n elements of type t to fp32. */
 int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n);
+
+/* "avx2" or "scalar": the path kern_matmul takes on this CPU with the current environment. */
+const char *kern_path(void);
+
+/* Activation quantization used by kern_matmul (exposed for tests/bench): x[n] (n % 32 == 0) -> kern_act_bytes(n)
+ * bytes of blocks {f32 d; i16 sum[2]; i8 q[32]} with d = amax/127, q = round(x/d). */
+void kern_quantize_act(void *dst, const float *x, int64_t n);
+size_t kern_act_bytes(int64_t n);
 
 #endif

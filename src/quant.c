@@ -1,0 +1,155 @@
+/* quant: ggml block quantizers/dequantizers. See quant.h. Our own code, written from the format description. */
+#include "quant.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util.h"
+
+static inline uint16_t rd16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline void wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+void quant_q8_0(const float *x, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < n / QUANT_QK; b++, x += QUANT_QK, out += 34) {
+        float amax = 0.0f;
+        for (int j = 0; j < QUANT_QK; j++) {
+            float a = fabsf(x[j]);
+            if (a > amax) amax = a; /* NaN never compares greater: ignored */
+        }
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        wr16(out, moec_f32_to_f16(d));
+        for (int j = 0; j < QUANT_QK; j++) {
+            float v = roundf(x[j] * id);
+            if (!(v >= -127.0f)) v = v > 0 ? 127.0f : (v < 0 ? -127.0f : 0.0f); /* NaN -> 0, guard range */
+            if (v > 127.0f) v = 127.0f;
+            out[2 + j] = (uint8_t)(int8_t)v;
+        }
+    }
+}
+
+void quant_q4_0(const float *x, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < n / QUANT_QK; b++, x += QUANT_QK, out += 18) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QUANT_QK; j++) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        wr16(out, moec_f32_to_f16(d));
+        for (int j = 0; j < QUANT_QK / 2; j++) {
+            uint8_t q[2];
+            for (int h = 0; h < 2; h++) {
+                float v = x[j + 16 * h] * id + 8.5f;
+                if (!(v >= 0.0f)) v = 0.0f; /* NaN or below range (cannot happen for finite x) */
+                int qi = (int)v;            /* truncation, as the reference */
+                q[h] = (uint8_t)(qi > 15 ? 15 : qi);
+            }
+            out[2 + j] = (uint8_t)(q[0] | (q[1] << 4));
+        }
+    }
+}
+
+void quant_deq_q8_0(const void *src, float *x, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n / QUANT_QK; b++, p += 34, x += QUANT_QK) {
+        float d = moec_f16_to_f32(rd16(p));
+        for (int j = 0; j < QUANT_QK; j++) x[j] = d * (float)(int8_t)p[2 + j];
+    }
+}
+
+void quant_deq_q4_0(const void *src, float *x, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n / QUANT_QK; b++, p += 18, x += QUANT_QK) {
+        float d = moec_f16_to_f32(rd16(p));
+        for (int j = 0; j < 16; j++) {
+            x[j] = d * (float)((p[2 + j] & 15) - 8);
+            x[j + 16] = d * (float)((p[2 + j] >> 4) - 8);
+        }
+    }
+}
+
+void quant_q4_k_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *m) {
+    /* bytes 0..3: low 6 bits = scale of sub-blocks 0..3, top 2 bits = high bits of scale 4..7;
+     * bytes 4..7: same for the mins; bytes 8..11: low nibble = low 4 bits of scale 4..7, high nibble = of min 4..7 */
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((s[j + 4] & 15) | ((s[j - 4] >> 6) << 4));
+        *m = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    }
+}
+
+void quant_deq_q4_k(const void *src, float *x, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n / QUANT_QKK; b++, p += 144) {
+        float d = moec_f16_to_f32(rd16(p)), dmin = moec_f16_to_f32(rd16(p + 2));
+        const uint8_t *sc = p + 4, *qs = p + 16;
+        for (int g = 0; g < 4; g++) { /* 64 elements per group: sub-blocks 2g (low nibbles), 2g+1 (high) */
+            uint8_t s0, m0, s1, m1;
+            quant_q4_k_scale_min(sc, 2 * g, &s0, &m0);
+            quant_q4_k_scale_min(sc, 2 * g + 1, &s1, &m1);
+            float d0 = d * s0, d1 = d * s1, o0 = dmin * m0, o1 = dmin * m1;
+            for (int l = 0; l < 32; l++) {
+                x[l] = d0 * (float)(qs[32 * g + l] & 15) - o0;
+                x[32 + l] = d1 * (float)(qs[32 * g + l] >> 4) - o1;
+            }
+            x += 64;
+        }
+    }
+}
+
+void quant_deq_q6_k(const void *src, float *x, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n / QUANT_QKK; b++, p += 210) {
+        const uint8_t *ql = p, *qh = p + 128;
+        const int8_t *sc = (const int8_t *)(p + 192);
+        float d = moec_f16_to_f32(rd16(p + 208));
+        /* two halves of 128: element l + 32*k (k = 0..3) takes ql[l (+32 for k odd)] low (k < 2) or high nibble,
+         * and bits 2k..2k+1 of qh[l]; scale index = l/16 + 2k */
+        for (int h = 0; h < 2; h++) {
+            for (int l = 0; l < 32; l++) {
+                int q0 = (ql[l] & 15) | (((qh[l] >> 0) & 3) << 4);
+                int q1 = (ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4);
+                int q2 = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                int q3 = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                int is = l / 16;
+                x[l] = d * sc[is] * (float)(q0 - 32);
+                x[l + 32] = d * sc[is + 2] * (float)(q1 - 32);
+                x[l + 64] = d * sc[is + 4] * (float)(q2 - 32);
+                x[l + 96] = d * sc[is + 6] * (float)(q3 - 32);
+            }
+            x += 128;
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+    }
+}
+
+int quant_can_write(ggml_type t) {
+    return t == GGML_F32 || t == GGML_F16 || t == GGML_BF16 || t == GGML_Q8_0 || t == GGML_Q4_0;
+}
+
+int quant_row(ggml_type t, const float *x, void *dst, int64_t n) {
+    if (!quant_can_write(t)) return moec_set_error("quant: cannot write type %s", ggml_type_name(t));
+    if (ggml_row_bytes(t, n) == 0) return -1;
+    uint8_t *o = dst;
+    switch (t) {
+    case GGML_F32: memcpy(dst, x, (size_t)n * 4); break;
+    case GGML_F16: for (int64_t i = 0; i < n; i++) wr16(o + 2 * i, moec_f32_to_f16(x[i])); break;
+    case GGML_BF16: for (int64_t i = 0; i < n; i++) wr16(o + 2 * i, moec_f32_to_bf16(x[i])); break;
+    case GGML_Q8_0: quant_q8_0(x, dst, n); break;
+    case GGML_Q4_0: quant_q4_0(x, dst, n); break;
+    default: break;
+    }
+    return 0;
+}

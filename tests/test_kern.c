@@ -1,0 +1,171 @@
+/* kern: kern_matmul for every weight type, both code paths (MOEC_KERN=scalar and the AVX2 path when the CPU has it),
+ * on shapes that hit every edge (k tails, partial register tiles, several k panels / row blocks / token blocks).
+ * Oracles, in double precision: (1) the dequantized weights times the exact activations (float types: tight; quantized
+ * types: within the 8-bit activation-rounding bound); (2) for quantized types, the dequantized weights times the
+ * dequantized 8-bit activations, which the integer kernels must match to fp32 rounding. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "gguf.h"
+#include "kern.h"
+#include "quant.h"
+#include "test.h"
+#include "util.h"
+
+typedef struct {
+    float d;
+    int16_t s[2];
+    int8_t q[32];
+} act_blk; /* layout documented in kern.h */
+
+/* Random weights of type t: float types and Q8_0/Q4_0 via quant_row; K-quants as random bytes with sane scales. */
+static void *make_w(ggml_type t, int64_t n_in, int64_t n_out, moec_rng *r) {
+    size_t rb = ggml_row_bytes(t, n_in);
+    uint8_t *w = moec_malloc(rb * (size_t)n_out);
+    float *row = malloc((size_t)n_in * sizeof(float));
+    for (int64_t o = 0; o < n_out; o++) {
+        uint8_t *p = w + rb * (size_t)o;
+        if (t == GGML_Q4_K || t == GGML_Q6_K) {
+            for (size_t i = 0; i < rb; i++) p[i] = (uint8_t)moec_rng_u64(r);
+            for (size_t b = 0; b < rb; b += t == GGML_Q4_K ? 144 : 210) {
+                uint16_t d = moec_f32_to_f16(0.002f * (1.0f + moec_rng_uniform(r)));
+                uint16_t dm = moec_f32_to_f16(0.004f * moec_rng_uniform(r));
+                if (t == GGML_Q4_K) {
+                    memcpy(p + b, &d, 2);
+                    memcpy(p + b + 2, &dm, 2);
+                } else {
+                    memcpy(p + b + 208, &d, 2);
+                }
+            }
+        } else {
+            for (int64_t i = 0; i < n_in; i++) row[i] = moec_rng_normal(r) * 0.1f;
+            quant_row(t, row, p, n_in);
+        }
+    }
+    free(row);
+    return w;
+}
+
+static int g_fail_shown;
+
+/* Run kern_matmul and compare with the oracles. */
+static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int scalar, moec_rng *r) {
+    void *w = make_w(t, n_in, n_out, r);
+    float *x = malloc(sizeof(float) * (size_t)(T * n_in)), *y = malloc(sizeof(float) * (size_t)(T * n_out));
+    float *wf = malloc(sizeof(float) * (size_t)(n_in * n_out)), *xq = malloc(sizeof(float) * (size_t)(T * n_in));
+    for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(r);
+    for (int64_t i = 0; i < T * n_out; i++) y[i] = NAN; /* must be overwritten */
+    size_t rb = ggml_row_bytes(t, n_in);
+    for (int64_t o = 0; o < n_out; o++) kern_row_to_f32(wf + o * n_in, (const uint8_t *)w + rb * (size_t)o, t, n_in);
+    int quant = t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_K || t == GGML_Q6_K;
+    if (quant) { /* dequantized activations, from the documented block layout */
+        act_blk *a = malloc(kern_act_bytes(n_in));
+        for (int64_t tt = 0; tt < T; tt++) {
+            kern_quantize_act(a, x + tt * n_in, n_in);
+            for (int64_t i = 0; i < n_in; i++) xq[tt * n_in + i] = a[i / 32].d * a[i / 32].q[i % 32];
+            for (int64_t b = 0; b < n_in / 32; b++) {
+                int s0 = 0, s1 = 0;
+                for (int j = 0; j < 16; j++) s0 += a[b].q[j], s1 += a[b].q[16 + j];
+                if (s0 != a[b].s[0] || s1 != a[b].s[1]) T_CHECK(0, "activation block sums");
+            }
+        }
+        free(a);
+    }
+    float *amax = calloc((size_t)(T * (n_in / 32) + 1), sizeof(float));
+    for (int64_t i = 0; quant && i < T * n_in; i++) amax[i / 32] = fmaxf(amax[i / 32], fabsf(x[i]));
+    if (scalar) setenv("MOEC_KERN", "scalar", 1);
+    else unsetenv("MOEC_KERN");
+    int rc = kern_matmul(y, x, w, t, T, n_in, n_out);
+    unsetenv("MOEC_KERN");
+    T_CHECK(rc == 0, "kern_matmul %s: %s", ggml_type_name(t), moec_last_error());
+    int bad = 0;
+    double worst = 0;
+    for (int64_t tt = 0; tt < T; tt++)
+        for (int64_t o = 0; o < n_out; o++) {
+            double ex = 0, mag = 0, exq = 0, magq = 0, bound = 0;
+            for (int64_t i = 0; i < n_in; i++) {
+                double wv = wf[o * n_in + i], xv = x[tt * n_in + i];
+                ex += wv * xv;
+                mag += fabs(wv * xv);
+                if (quant) {
+                    double xqv = xq[tt * n_in + i];
+                    exq += wv * xqv;
+                    magq += fabs(wv * xqv);
+                    /* |x - xq| <= d_a/2 per element */
+                    bound += fabs(wv) * amax[tt * (n_in / 32) + i / 32] / 127.0 * 0.5;
+                }
+            }
+            double got = y[tt * n_out + o];
+            double err = quant ? fabs(got - exq) / (magq + 1e-30) : fabs(got - ex) / (mag + 1e-30);
+            if (err > worst) worst = err;
+            int ok = err <= 2e-5 && (!quant || fabs(got - ex) <= bound * 1.001 + 1e-4 * mag);
+            if (!ok && g_fail_shown++ < 8)
+                T_CHECK(0, "%s %s T=%lld n_in=%lld n_out=%lld: y[%lld][%lld] = %.7g, want %.7g (exact-x %.7g)",
+                        scalar ? "scalar" : "simd", ggml_type_name(t), (long long)T, (long long)n_in,
+                        (long long)n_out, (long long)tt, (long long)o, got, quant ? exq : ex, ex);
+            if (!ok) bad++;
+        }
+    T_CHECK(bad == 0, "%s %s T=%lld n_in=%lld n_out=%lld: %d wrong outputs (worst rel err %.2g)",
+            scalar ? "scalar" : "simd", ggml_type_name(t), (long long)T, (long long)n_in, (long long)n_out, bad, worst);
+    moec_free(w);
+    free(x);
+    free(y);
+    free(wf);
+    free(xq);
+    free(amax);
+}
+
+int main(void) {
+    moec_rng r;
+    moec_rng_seed(&r, 1234);
+    printf("kern path: %s\n", kern_path());
+    const ggml_type ft[3] = {GGML_F32, GGML_F16, GGML_BF16};
+    const ggml_type qt[4] = {GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K};
+    for (int scalar = 0; scalar < 2; scalar++) {
+        /* float types: odd n_in (k tails), partial 3x4 tiles, > 1 k panel (512), > 1 row block (64), > 1 token block */
+        const int64_t fs[][3] = {{1, 35, 7}, {2, 8, 1}, {3, 16, 4}, {5, 37, 9}, {7, 1030, 67}, {100, 520, 70},
+                                 {1, 1024, 130}, {4, 1, 3}};
+        for (int k = 0; k < 3; k++)
+            for (size_t s = 0; s < sizeof fs / sizeof fs[0]; s++)
+                check_case(ft[k], fs[s][0], fs[s][1], fs[s][2], scalar, &r);
+        const int64_t qs[][3] = {{1, 256, 5}, {2, 512, 3}, {3, 256, 9}, {5, 768, 70}, {70, 256, 65}, {1, 1024, 130}};
+        for (int k = 0; k < 4; k++)
+            for (size_t s = 0; s < sizeof qs / sizeof qs[0]; s++) {
+                if (k < 2 || qs[s][1] % 256 == 0) check_case(qt[k], qs[s][0], qs[s][1], qs[s][2], scalar, &r);
+            }
+        /* Q8_0/Q4_0 with n_in not a multiple of 256 */
+        check_case(GGML_Q8_0, 4, 96, 11, scalar, &r);
+        check_case(GGML_Q4_0, 4, 160, 11, scalar, &r);
+    }
+    /* scalar and simd agree closely on the same data */
+    {
+        int64_t T = 9, n_in = 512, n_out = 33;
+        float *x = malloc(sizeof(float) * T * n_in), *y1 = malloc(sizeof(float) * T * n_out),
+              *y2 = malloc(sizeof(float) * T * n_out);
+        for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(&r);
+        const ggml_type all[7] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K};
+        for (int k = 0; k < 7; k++) {
+            void *w = make_w(all[k], n_in, n_out, &r);
+            setenv("MOEC_KERN", "scalar", 1);
+            kern_matmul(y1, x, w, all[k], T, n_in, n_out);
+            unsetenv("MOEC_KERN");
+            kern_matmul(y2, x, w, all[k], T, n_in, n_out);
+            double md = 0, mm = 0;
+            for (int64_t i = 0; i < T * n_out; i++) md = fmax(md, fabs(y1[i] - y2[i])), mm = fmax(mm, fabs(y1[i]));
+            T_CHECK(md <= 1e-5 * mm, "%s: scalar vs %s differ by %g (max %g)", ggml_type_name(all[k]), kern_path(), md,
+                    mm);
+            moec_free(w);
+        }
+        free(x);
+        free(y1);
+        free(y2);
+    }
+    /* errors */
+    float x[64] = {0}, y[4];
+    uint8_t w[256] = {0};
+    T_CHECK(kern_matmul(y, x, w, GGML_Q4_1, 1, 32, 1) != 0 && strstr(moec_last_error(), "Q4_1"), "Q4_1 unsupported");
+    T_CHECK(kern_matmul(y, x, w, GGML_Q8_0, 1, 48, 1) != 0, "n_in not a multiple of the block");
+    T_CHECK(kern_matmul(y, x, w, (ggml_type)77, 1, 32, 1) != 0, "unknown type");
+    T_CHECK(kern_matmul(y, x, w, GGML_F32, 0, 32, 1) == 0, "T = 0 is a no-op");
+    return t_done("test_kern");
+}
