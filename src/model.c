@@ -642,7 +642,7 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
     SEG(sn, t * (size_t)(hp->rope_dims / 2));
     SEG(rstd, t);
     SEG(hn, t * H);
-    SEG(att, (size_t)nthr * (size_t)n_ctx);
+    SEG(att, (size_t)nthr * OPS_ATT_BLOCK * (size_t)n_ctx);
     L->total = o;
 #undef SEG
     L->sel = 0;
@@ -844,8 +844,8 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
         memcpy(kc + pos0 * Pkv, k, (size_t)(T * Pkv) * sizeof(float));
         memcpy(vc + pos0 * Pkv, v, (size_t)(T * Pkv) * sizeof(float));
         float *atty = la ? la->atty : S + sl.atty;
-        ops_attention(atty, la ? la->att : NULL, q, kc, vc, Pkv, pos0, T, nh, nkv, d, scale, att_scr,
-                      s->att_threads);
+        ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, Pkv, pos0, T, nh, nkv, d, scale, att_scr,
+                              s->att_threads);
         TRY(matmul(tmpH, atty, &L->wo, T));
         ops_add(h, tmpH, T * H);
         if (la) memcpy(la->h_mid, h, (size_t)(T * H) * sizeof(float));

@@ -100,33 +100,59 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-void ops_attention(float *out, float *probs, const float *q, const float *kc, const float *vc, int64_t kv_stride,
-                   int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch,
-                   int n_thr) {
-    int64_t g = n_head / n_kv, Tk = pos0 + T;
+/* Core of both attention entry points: queries are processed in blocks of B of the same head, so each K and V
+ * row is loaded once per block (B dots / B axpys), instead of once per query. Per query the arithmetic (and its
+ * order) is the same for every B, so results do not depend on B. scratch: n_thr x B x (pos0+T) floats. */
+static void attention_core(float *out, float *probs, const float *q, const float *kc, const float *vc,
+                           int64_t kv_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
+                           float scale, float *scratch, int n_thr, int64_t B) {
+    int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 65536)
     for (int64_t h = 0; h < n_head; h++)
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t b = 0; b < nb; b++) {
             int th = 0;
 #ifdef _OPENMP
             th = omp_get_thread_num();
 #endif
-            float *sc = scratch + (size_t)th * (size_t)Tk;
-            const float *qt = q + (t * n_head + h) * d;
-            int64_t kvo = (h / g) * d, n = pos0 + t + 1;
-            for (int64_t j = 0; j < n; j++) {
-                sc[j] = dot8(qt, kc + j * kv_stride + kvo, d) * scale;
+            float *sc = scratch + (size_t)th * (size_t)B * (size_t)Tk;
+            int64_t t0 = b * B, t1 = t0 + B < T ? t0 + B : T, nq = t1 - t0, kvo = (h / g) * d, nmax = pos0 + t1;
+            /* scores: query t sees keys j <= pos0 + t */
+            for (int64_t j = 0; j < nmax; j++) {
+                const float *kj = kc + j * kv_stride + kvo;
+                int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
+                for (int64_t qi = q0; qi < nq; qi++) sc[qi * Tk + j] = dot8(q + ((t0 + qi) * n_head + h) * d, kj, d) * scale;
             }
-            ops_softmax(sc, n);
-            float *o = out + (t * n_head + h) * d;
-            memset(o, 0, (size_t)d * sizeof(float));
-            for (int64_t j = 0; j < n; j++) axpy(o, sc[j], vc + j * kv_stride + kvo, d);
-            if (probs) {
-                float *pr = probs + (h * T + t) * Tk;
-                memcpy(pr, sc, (size_t)n * sizeof(float));
-                memset(pr + n, 0, (size_t)(Tk - n) * sizeof(float));
+            for (int64_t qi = 0; qi < nq; qi++) {
+                float *o = out + ((t0 + qi) * n_head + h) * d;
+                memset(o, 0, (size_t)d * sizeof(float));
+                ops_softmax(sc + qi * Tk, pos0 + t0 + qi + 1);
             }
+            for (int64_t j = 0; j < nmax; j++) {
+                const float *vj = vc + j * kv_stride + kvo;
+                int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
+                for (int64_t qi = q0; qi < nq; qi++) axpy(out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vj, d);
+            }
+            if (probs)
+                for (int64_t qi = 0; qi < nq; qi++) {
+                    int64_t n = pos0 + t0 + qi + 1;
+                    float *pr = probs + (h * T + t0 + qi) * Tk;
+                    memcpy(pr, sc + qi * Tk, (size_t)n * sizeof(float));
+                    memset(pr + n, 0, (size_t)(Tk - n) * sizeof(float));
+                }
         }
+}
+
+void ops_attention(float *out, float *probs, const float *q, const float *kc, const float *vc, int64_t kv_stride,
+                   int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch,
+                   int n_thr) {
+    attention_core(out, probs, q, kc, vc, kv_stride, pos0, T, n_head, n_kv, d, scale, scratch, n_thr, 1);
+}
+
+void ops_attention_blocked(float *out, float *probs, const float *q, const float *kc, const float *vc,
+                           int64_t kv_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
+                           float scale, float *scratch, int n_thr) {
+    attention_core(out, probs, q, kc, vc, kv_stride, pos0, T, n_head, n_kv, d, scale, scratch, n_thr,
+                   OPS_ATT_BLOCK);
 }
 
 void ops_swiglu(float *out, const float *gate, const float *up, int64_t N) {

@@ -74,6 +74,40 @@ int main(void) {
         ops_attention(o2, NULL, q2, kc, vc, 2, 0, 1, 2, 1, 2, 1.0f, sc2, 1);
         T_CHECK(o2[0] == 1 && o2[2] == 1 && o2[3] == 2, "attention GQA");
     }
+    /* blocked attention == per-query attention, bit for bit, and == a naive double reference: T = 37 queries at
+     * positions 5..41 (3 blocks, the last partial), 4 heads sharing 2 kv heads, d = 12 */
+    {
+        enum { P0 = 5, TQ = 37, TK = P0 + TQ, NH = 4, NKV = 2, D = 12 };
+        static float q[TQ * NH * D], kc[TK * NKV * D], vc[TK * NKV * D], o1[TQ * NH * D], o2[TQ * NH * D];
+        static float p1[NH * TQ * TK], p2[NH * TQ * TK], scr[2 * 16 * TK];
+        moec_rng r;
+        moec_rng_seed(&r, 5);
+        for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = moec_rng_normal(&r);
+        for (size_t i = 0; i < sizeof kc / sizeof kc[0]; i++) kc[i] = moec_rng_normal(&r), vc[i] = moec_rng_normal(&r);
+        ops_attention(o1, p1, q, kc, vc, NKV * D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
+        ops_attention_blocked(o2, p2, q, kc, vc, NKV * D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
+        T_CHECK(!memcmp(o1, o2, sizeof o1) && !memcmp(p1, p2, sizeof p1), "blocked attention identical");
+        double worst = 0;
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < TQ; t++) {
+                int n = P0 + t + 1, kv = h / (NH / NKV);
+                double s[TK], mx = -1e300, z = 0;
+                for (int j = 0; j < n; j++) {
+                    s[j] = 0;
+                    for (int i = 0; i < D; i++) s[j] += (double)q[(t * NH + h) * D + i] * kc[j * NKV * D + kv * D + i];
+                    s[j] *= 0.3;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int j = 0; j < n; j++) z += s[j] = exp(s[j] - mx);
+                for (int i = 0; i < D; i++) {
+                    double o = 0;
+                    for (int j = 0; j < n; j++) o += s[j] / z * vc[j * NKV * D + kv * D + i];
+                    double e = fabs(o - o2[(t * NH + h) * D + i]);
+                    if (e > worst) worst = e;
+                }
+            }
+        T_CHECK(worst < 1e-5, "attention vs double reference: %g", worst);
+    }
     /* swiglu */
     {
         float g[2] = {0, 2}, u[2] = {5, 3}, o[2];
