@@ -506,6 +506,7 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
     cv c;
     memset(&c, 0, sizeof c);
     tok_vocab *voc = NULL;
+    float *row = NULL;
     char nm[256];
     TRY(moec_mmap_open(&mm, model_path));
     CHECK(mm.size >= 28, "%s: %zu bytes, too short for the 7-int header of a llama2.c checkpoint", model_path,
@@ -567,7 +568,6 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
        (llama2.c's RoPE rotates adjacent pairs, llama.cpp's "normal" rope) */
     const uint8_t *base = mm.data + 28;
     size_t off = 0; /* in floats */
-    float *row = NULL;
 #define TAKE(count, gname, t, nd, ...)                                                                     \
     do {                                                                                                   \
         int64_t ne_[] = {__VA_ARGS__};                                                                     \
