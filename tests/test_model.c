@@ -6,6 +6,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "gguf.h"
 #include "model.h"
@@ -106,6 +109,27 @@ static void check_consistency(const model *m, const char *name) {
         T_CHECK(model_forward(m, s, ids, 3, NULL, 0, NULL) == 0, "prefill");
         T_CHECK(model_forward(m, s, ids, 3, NULL, 0, a) != 0, "%s: acts need pos 0", name);
         model_acts_free(a);
+    }
+    /* the model is shared read-only: two sequences on two threads at once give the single-threaded logits */
+    {
+        static float par[2][T * 128];
+        int okp[2] = {0, 0};
+#pragma omp parallel num_threads(2)
+        {
+            int me = 0;
+#ifdef _OPENMP
+            me = omp_get_thread_num();
+#endif
+            if (me < 2) {
+                seq_state *sp = model_seq_new(m, 16);
+                int32_t *use = me == 0 ? ids : ids2;
+                okp[me] = sp && model_forward(m, sp, use, T, par[me], 0, NULL) == 0;
+                model_seq_free(sp);
+            }
+        }
+        T_CHECK(okp[0] && okp[1], "%s: parallel forwards", name);
+        T_CHECK(max_diff(par[0], full, (size_t)(T * V)) <= tol && max_diff(par[1], full2, (size_t)(T * V)) <= tol,
+                "%s: concurrent sequences give the same logits", name);
     }
     /* context overflow and bad ids: clear errors, no state change */
     model_seq_reset(s);
