@@ -99,6 +99,8 @@ tok_vocab *cli_load_vocab(const model *m, const char *vocab_path) {
 
 #include "sample.h"
 
+#define CLI_PREFILL_CHUNK 512
+
 int cli_generate_loop(const model *m, seq_state *s, struct sampler *sp, const int32_t *ids, size_t n,
                       int64_t n_predict, int64_t n_valid, const int32_t *eos, int n_eos, int (*emit)(int32_t id, void *user),
                       void *user, cli_gen_stats *st) {
@@ -111,7 +113,11 @@ int cli_generate_loop(const model *m, seq_state *s, struct sampler *sp, const in
         moec_free(logits);
         return moec_set_error("empty prompt");
     }
-    if (model_forward(m, s, ids, (int64_t)n, logits, MODEL_FWD_LAST, NULL) != 0) goto fail;
+    /* prefill in chunks: bounded scratch memory for long prompts, same logits as one pass */
+    for (size_t i = 0; i < n; i += CLI_PREFILL_CHUNK) {
+        size_t c = n - i < CLI_PREFILL_CHUNK ? n - i : CLI_PREFILL_CHUNK;
+        if (model_forward(m, s, ids + i, (int64_t)c, logits, MODEL_FWD_LAST, NULL) != 0) goto fail;
+    }
     st->n_prompt = (int64_t)n;
     st->t_prompt = moec_time() - t0;
     t0 = moec_time();

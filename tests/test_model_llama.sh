@@ -49,6 +49,14 @@ assert list(a[2:-1].argmax(-1)) == gen[:16], (list(a[2:-1].argmax(-1)), gen)
 print("ok: step vs full max diff %.3g; argmax = greedy ids" % diff)
 PYEOF
 
+# 3b. a 700-token prompt is prefilled in chunks: the first greedy id = argmax of the one-pass logits
+long=$("$PY" -c "print(' '.join(str(1 + (i * 7919) % 31990) for i in range(700)))")
+g=$("$MOEC" generate -m "$M" --tokens "$long" -n 1 --temp 0 --ids 2>/dev/null)
+"$MOEC" logits -m "$M" --tokens "$long" -o "$T/long.npy" || fail=1
+"$PY" -c "
+import numpy as np, sys; a = np.load('$T/long.npy'); sys.exit(0 if int(a[-1].argmax()) == int('$g'.split()[0]) else 1)" \
+    && echo "ok: chunked prefill of 700 tokens" || { echo "FAIL: chunked prefill: generate $g"; fail=1; }
+
 # 4. info and errors
 "$MOEC" info "$M" >"$T/info" || { echo "FAIL: info"; fail=1; }
 grep -q "architecture:    llama" "$T/info" && grep -q "heads:           2 (kv 2), head size 4" "$T/info" || { echo "FAIL: info content"; cat "$T/info"; fail=1; }
