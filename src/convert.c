@@ -203,11 +203,18 @@ fail:
     return -1;
 }
 
+/* The checkpoint and which of its tensors the mapping consumed (used[i] for st_tensor_at(st, i)). */
+typedef struct {
+    const st_model *st;
+    uint8_t *used;
+} hf_src;
+
 /* The tensor `name` as fp32 after checking its shape (PyTorch order, n_dims entries). *out is malloc'ed. */
-static int hf_get(const st_model *st, const char *name, int n_dims, const int64_t *shape, float **out) {
+static int hf_get(hf_src *src, const char *name, int n_dims, const int64_t *shape, float **out) {
     *out = NULL;
-    const st_tensor *t = st_find(st, name);
+    const st_tensor *t = st_find(src->st, name);
     if (!t) return moec_set_error("missing tensor %s", name);
+    src->used[t - st_tensor_at(src->st, 0)] = 1;
     bool ok = t->n_dims == n_dims;
     for (int i = 0; ok && i < n_dims; i++) ok = t->shape[i] == shape[i];
     if (!ok) {
@@ -234,7 +241,7 @@ static int hf_get(const st_model *st, const char *name, int n_dims, const int64_
 }
 
 /* Copy an HF tensor (any shape with n elements) into GGUF tensor gname {ne} of type t. */
-static int hf_copy(cv *c, const st_model *st, const char *hname, int hd, const int64_t *hshape, const char *gname,
+static int hf_copy(cv *c, hf_src *st, const char *hname, int hd, const int64_t *hshape, const char *gname,
                    ggml_type t, uint32_t gd, const int64_t *ne) {
     float *src = NULL;
     TRY(hf_get(st, hname, hd, hshape, &src));
@@ -250,18 +257,18 @@ fail:
     return -1;
 }
 
-static int hf_vec(cv *c, const st_model *st, const char *hname, int64_t n, const char *gname) {
+static int hf_vec(cv *c, hf_src *st, const char *hname, int64_t n, const char *gname) {
     int64_t sh[1] = {n}, ne[1] = {n};
     return hf_copy(c, st, hname, 1, sh, gname, GGML_F32, 1, ne);
 }
 
-static int hf_mat(cv *c, const st_model *st, const char *hname, int64_t out, int64_t in, const char *gname,
+static int hf_mat(cv *c, hf_src *st, const char *hname, int64_t out, int64_t in, const char *gname,
                   ggml_type t) {
     int64_t sh[2] = {out, in}, ne[2] = {in, out};
     return hf_copy(c, st, hname, 2, sh, gname, t, 2, ne);
 }
 
-static int hf_layer(cv *c, const st_model *st, const hf_cfg *g, int64_t l, ggml_type mt) {
+static int hf_layer(cv *c, hf_src *st, const hf_cfg *g, int64_t l, ggml_type mt) {
     char hn[256], gn[128];
     float *q = NULL, *k = NULL, *tmp = NULL;
     const int64_t H = g->H, P = g->P, d = g->d, E = g->E, F = g->F;
@@ -431,20 +438,24 @@ int conv_hf(const char *hf_dir, const char *out_path, const conv_opts *opts) {
     cv c;
     memset(&c, 0, sizeof c);
     memset(&g, 0, sizeof g);
-    st_model *st = NULL;
+    st_model *stm = NULL;
+    hf_src src = {NULL, NULL}, *st = &src;
     tok_vocab *voc = NULL;
     char path[4096], nm[256];
     struct stat sb;
     CHECK(stat(hf_dir, &sb) == 0 && S_ISDIR(sb.st_mode), "%s: not a directory", hf_dir);
     TRY(read_hf_config(hf_dir, &g));
-    st = st_open_dir(hf_dir);
-    TRY_PTR(st);
-    const st_tensor *emb = st_find(st, "model.embed_tokens.weight");
+    stm = st_open_dir(hf_dir);
+    TRY_PTR(stm);
+    src.st = stm;
+    src.used = moec_calloc(st_n_tensors(stm) + 1, 1);
+    TRY_PTR(src.used);
+    const st_tensor *emb = st_find(stm, "model.embed_tokens.weight");
     CHECK(emb, "missing tensor model.embed_tokens.weight");
     ggml_type mt = o.out_type >= 0 ? (ggml_type)o.out_type : from_st(emb->dtype);
     CHECK(mt == GGML_F32 || mt == GGML_F16 || mt == GGML_BF16, "output type %s not supported (f32, f16, bf16)",
           ggml_type_name(mt));
-    const st_tensor *lm = st_find(st, "lm_head.weight");
+    const st_tensor *lm = st_find(stm, "lm_head.weight");
     CHECK(g.tied || lm, "config.json says tie_word_embeddings = false but lm_head.weight is missing");
     c.w = gguf_w_new();
     TRY_PTR(c.w);
@@ -473,6 +484,17 @@ int conv_hf(const char *hf_dir, const char *out_path, const conv_opts *opts) {
         if (hf_layer(&c, st, &g, l, mt) != 0) goto fail;
     TRY(hf_vec(&c, st, "model.norm.weight", g.H, "output_norm.weight"));
     if (!g.tied) TRY(hf_mat(&c, st, "lm_head.weight", g.V, g.H, "output.weight", mt));
+    /* every checkpoint tensor must be consumed: a leftover means config.json does not describe the weights
+       (e.g. use_lfa = false with lf_gate tensors present). Tolerated: a tied lm_head (HF ties it anyway) and
+       rotary buffers (non-persistent in the HF code, but some exports keep them). */
+    for (size_t i = 0; i < st_n_tensors(stm); i++) {
+        const char *n = st_tensor_at(stm, i)->name;
+        size_t nl = strlen(n);
+        bool ok = src.used[i] || !strcmp(n, "lm_head.weight") ||
+                  (nl > 8 && !strcmp(n + nl - 8, "inv_freq")) || strstr(n, "rotary_emb.") != NULL;
+        CHECK(ok, "tensor %s of the checkpoint has no place in the yuan2moe mapping (does config.json describe "
+              "these weights?)", n);
+    }
     TRY(gguf_w_set_u32(w, "general.file_type", cv_file_type(&c)));
 
     snprintf(path, sizeof path, "%s/tokenizer.model", hf_dir);
@@ -488,13 +510,15 @@ int conv_hf(const char *hf_dir, const char *out_path, const conv_opts *opts) {
     }
     TRY(gguf_w_write(w, out_path));
     tok_free(voc);
-    st_close(st);
+    free(src.used);
+    st_close(stm);
     cv_free(&c);
     return 0;
 fail:
-    moec_wrap_error("%s", hf_dir);
+    if (strncmp(moec_last_error(), hf_dir, strlen(hf_dir)) != 0) moec_wrap_error("%s", hf_dir);
     tok_free(voc);
-    st_close(st);
+    free(src.used);
+    st_close(stm);
     cv_free(&c);
     return -1;
 }
