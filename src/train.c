@@ -105,7 +105,7 @@ float train_lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float l
 /* Backward scratch layout (floats) for T tokens. */
 typedef struct {
     size_t dh, dx, df, dtmp, du, dhn, datty, dq, dk, dv, do1, cs, sn, drl, drq, drk, drv, dselw, xg, dxg, yg, hidg,
-        gg, ug, dhid, dgg, dug, total, iorder;
+        gg, ug, dhid, dgg, dug, auxf, auxp, total, iorder;
 } bwd_layout;
 
 static void bwd_layout_for(const model_hparams *hp, int64_t T, bwd_layout *L) {
@@ -142,6 +142,8 @@ static void bwd_layout_for(const model_hparams *hp, int64_t T, bwd_layout *L) {
     A_(dhid, t * K * F);
     A_(dgg, t * K * F);
     A_(dug, t * K * F);
+    A_(auxf, E);
+    A_(auxp, E);
 #undef A_
     L->total = o;
     L->iorder = t * K + 2 * E + 1;
@@ -222,18 +224,16 @@ void train_load_reset(train_state *s) {
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
-/* Auxiliary router losses of one layer (Switch load balancing, z-loss), weight w: adds to drl, returns the loss. */
-static double aux_losses(const train_state *s, float *drl, const float *rl, const int32_t *sel, int64_t T,
-                         float w) {
+/* Auxiliary router losses of one layer (Switch load balancing, z-loss), weight w: adds to drl, returns the loss.
+ * f, P: scratch [E]. */
+static double aux_losses(const train_state *s, float *drl, const float *rl, const int32_t *sel, int64_t T, float w,
+                         float *f, float *P) {
     int64_t E = s->m->hp.n_expert, K = s->m->hp.n_expert_used;
-    double loss = 0.0;
-    float a = s->aux.aux_lb * w, b = s->aux.aux_z * w;
-    double f[1024];
-    if (E > 1024) return 0.0;
-    memset(f, 0, sizeof f);
-    for (int64_t r = 0; r < T * K; r++) f[sel[r]] += 1.0 / (double)(T * K);
-    double P[1024];
-    memset(P, 0, sizeof P);
+    double loss = 0.0, a = (double)s->aux.aux_lb * w, b = (double)s->aux.aux_z * w;
+    memset(f, 0, (size_t)E * sizeof(float));
+    memset(P, 0, (size_t)E * sizeof(float));
+    for (int64_t r = 0; r < T * K; r++) f[sel[r]] += 1.0f;
+    for (int64_t e = 0; e < E; e++) f[e] /= (float)(T * K);
     for (int64_t t = 0; t < T; t++) {
         const float *l = rl + t * E;
         float mx = -INFINITY;
@@ -241,21 +241,21 @@ static double aux_losses(const train_state *s, float *drl, const float *rl, cons
         double sum = 0.0;
         for (int64_t e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
         double lse = (double)mx + log(sum);
-        /* p_e; load balancing: d/dp_e = a·E·f_e/T; z: L = b/T·lse², d/dl_e = 2b/T·lse·p_e */
+        /* p_e = softmax; load balancing: dL/dp_e = a·E·f_e/T (then through the softmax); z-loss: L = b/T·lse²,
+         * dL/dl_e = 2b/T·lse·p_e */
         double dot = 0.0;
         for (int64_t e = 0; e < E; e++) {
             double p = exp((double)l[e] - lse);
-            P[e] += p / (double)T;
-            dot += p * ((double)a * (double)E * f[e] / (double)T);
+            P[e] += (float)(p / (double)T);
+            dot += p * (a * (double)E * f[e] / (double)T);
         }
         for (int64_t e = 0; e < E; e++) {
             double p = exp((double)l[e] - lse);
-            double g = p * ((double)a * (double)E * f[e] / (double)T - dot) + 2.0 * (double)b / (double)T * lse * p;
-            drl[t * E + e] += (float)g;
+            drl[t * E + e] += (float)(p * (a * (double)E * f[e] / (double)T - dot) + 2.0 * b / (double)T * lse * p);
         }
-        loss += (double)b / (double)T * lse * lse;
+        loss += b / (double)T * lse * lse;
     }
-    for (int64_t e = 0; e < E; e++) loss += (double)a * (double)E * f[e] * P[e];
+    for (int64_t e = 0; e < E; e++) loss += a * (double)E * f[e] * P[e];
     return loss;
 }
 
@@ -307,7 +307,8 @@ static void moe_backward(train_state *s, int64_t l, const float *dffo, float *du
     }
     zero(drl, (size_t)(T * E));
     ops_topk_softmax_backward(drl, la->sel, la->selw, dselw, T, E, K);
-    if (s->aux.aux_lb != 0.0f || s->aux.aux_z != 0.0f) s->aux_loss += aux_losses(s, drl, la->rlogits, la->sel, T, aux_w);
+    if (s->aux.aux_lb != 0.0f || s->aux.aux_z != 0.0f)
+        s->aux_loss += aux_losses(s, drl, la->rlogits, la->sel, T, aux_w, B + bl->auxf, B + bl->auxp);
     if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
         float *drq = B + bl->drq, *drk = B + bl->drk, *drv = B + bl->drv;
         ops_router_attn_backward(drq, drk, drv, drl, la->rq, la->rk, la->rv, la->rinner, T, E);

@@ -75,10 +75,35 @@ static void run(const char *name) {
     T_CHECK(train_seq(s, ids, tg, mask, 8, 1.0f / msum, &ce) == 0, "%s: train_seq: %s", name, moec_last_error());
     T_CHECK(fabs(ce / msum - loss_ref) < 1e-5 * loss_ref, "%s: loss %.8f, torch %.8f", name, ce / msum, loss_ref);
     compare_tensors(name, s, s->grads, gf, 1e-4);
+    /* with the auxiliary router losses (Switch load balancing + z-loss) */
+    {
+        char xpath[256];
+        snprintf(xpath, sizeof xpath, FIX "%s.aux.grads.gguf", name);
+        gguf_file *xf = gguf_open(xpath);
+        float alb = 0, az = 0, xl = 0;
+        T_CHECK(xf && gguf_get_f32(xf, "test.aux_lb", &alb) == 0 && gguf_get_f32(xf, "test.aux_z", &az) == 0 &&
+                    gguf_get_f32(xf, "test.loss", &xl) == 0,
+                "%s: aux fixture: %s", name, moec_last_error());
+        if (xf) {
+            s->aux.aux_lb = alb, s->aux.aux_z = az;
+            train_zero_grad(s);
+            T_CHECK(train_seq(s, ids, tg, mask, 8, 1.0f / msum, &ce) == 0, "aux train_seq");
+            double tot = ce / msum + s->aux_loss;
+            T_CHECK(s->aux_loss > 0.01 && fabs(tot - xl) < 1e-5 * xl, "%s: loss with aux %.8f, torch %.8f", name, tot,
+                    (double)xl);
+            char what[64];
+            snprintf(what, sizeof what, "%s with aux losses", name);
+            compare_tensors(what, s, s->grads, xf, 1e-4);
+            s->aux.aux_lb = 0, s->aux.aux_z = 0;
+            gguf_close(xf);
+        }
+    }
     /* determinism: another thread count gives the same bits */
 #ifdef _OPENMP
     {
         float *g1 = malloc(s->n * sizeof(float));
+        train_zero_grad(s);
+        train_seq(s, ids, tg, mask, 8, 1.0f / msum, &ce);
         memcpy(g1, s->grads, s->n * sizeof(float));
         int nt = omp_get_max_threads();
         omp_set_num_threads(nt == 1 ? 2 : 1);

@@ -7,6 +7,7 @@ For each tiny model (attention router, linear router; LFA on, tied embeddings, r
   fixtures/NAME.grads.gguf  d(loss)/d(every tensor), same names and layout, plus keys
                             test.ids / test.targets (i32[T]), test.mask (f32[T]), test.loss (f64)
                             with loss = sum(ce * mask) / sum(mask) (Megatron's rule; one masked token)
+  fixtures/NAME.aux.grads.gguf  the same with the auxiliary losses (--aux-lb 0.5 --aux-z 0.25), key test.loss
   fixtures/NAME.adamw.gguf  the weights after 10 AdamW steps on that batch (lr 1e-2, betas (0.9, 0.95),
                             eps 1e-8, weight decay 0.1 on tensors of >= 2 dims only, global-norm clip 1.0),
                             plus key test.losses (f64[10]): the loss before each step
@@ -32,6 +33,7 @@ MARGIN = 1e-3
 T = 8
 STEPS = 10
 LR, B1, B2, EPS, WD, CLIP = 1e-2, 0.9, 0.95, 1e-8, 0.1, 1.0
+AUX_LB, AUX_Z = 0.5, 0.25  # large, so a wrong aux gradient cannot hide in the tolerance
 
 MODELS = [
     ("tiny_attn", "attention"),
@@ -136,20 +138,29 @@ def to_moec(c, sd):
     return out
 
 
-def forward_loss(model, ids, tgt, mask):
-    """Differentiable forward (yuan2_ref's forward without no_grad) -> loss, min router margin."""
+def forward_loss(model, ids, tgt, mask, aux_lb=0.0, aux_z=0.0):
+    """Differentiable forward (yuan2_ref's forward without no_grad) -> loss, min router margin.
+    Optional auxiliary losses per MoE layer (moec's definitions, train.h): Switch load balancing
+    aux_lb * E * sum_e f_e * P_e (f_e = fraction of the T*k routed slots, P_e = mean router probability) and
+    z-loss aux_z * mean_t logsumexp(router logits)^2."""
     c = model.cfg
     cos, sin = ref.rope_table(c, len(ids), "fp32")
     h = model.model.embed_tokens(torch.tensor(ids))
-    routers = []
+    routers, aux = [], 0.0
     for layer in model.model.layers:
         h, rl = layer(h, cos, sin)
         routers.append(rl.detach())
+        if aux_lb or aux_z:
+            p = torch.softmax(rl, -1)
+            idx = torch.topk(rl.detach(), c.k, -1).indices
+            f = torch.zeros(c.E, dtype=rl.dtype).index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), dtype=rl.dtype))
+            f = f / idx.numel()
+            aux = aux + aux_lb * c.E * (f * p.mean(0)).sum() + aux_z * (torch.logsumexp(rl, -1) ** 2).mean()
     h = model.model.norm(h)
     logits = h @ model.model.embed_tokens.weight.t()
     ce = Fn.cross_entropy(logits, torch.tensor(tgt), reduction="none")
     m = torch.tensor(mask, dtype=logits.dtype)
-    return (ce * m).sum() / m.sum(), ref.topk_margin(routers, c.k)
+    return (ce * m).sum() / m.sum() + aux, ref.topk_margin(routers, c.k)
 
 
 def build(name, router, seed):
@@ -181,6 +192,14 @@ def build(name, router, seed):
     write_gguf(os.path.join(OUT, name + ".grads.gguf"),
                kvs + [("test.ids", "arr_i32", inp), ("test.targets", "arr_i32", tgt), ("test.mask", "arr_f32", mask),
                       ("test.loss", "f64", float(loss))],
+               to_moec(c, grads))
+    # gradients with the auxiliary router losses
+    loss, _ = forward_loss(model, inp, tgt, mask, AUX_LB, AUX_Z)
+    model.zero_grad()
+    loss.backward()
+    grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters()}
+    write_gguf(os.path.join(OUT, name + ".aux.grads.gguf"),
+               kvs + [("test.loss", "f64", float(loss)), ("test.aux_lb", "f32", AUX_LB), ("test.aux_z", "f32", AUX_Z)],
                to_moec(c, grads))
     # 10 AdamW steps: decay exactly the tensors moec decays (>= 2 dims in moec's layout = >= 2 dims in HF)
     dec = [p for p in model.parameters() if p.dim() >= 2]
