@@ -175,6 +175,15 @@ static int read_hf_config(const char *dir, hf_cfg *c) {
     CHECK(c->P % c->n_h == 0, "config.json: attention_projection_size %lld is not a multiple of num_attention_heads "
           "%lld", (long long)c->P, (long long)c->n_h);
     c->d = c->P / c->n_h;
+    {
+        int64_t v; /* keys of later Yuan configs: accepted only when they agree with the M32 layout */
+        TRY(cfg_int(root, "", "num_key_value_heads", false, c->n_h, 1, 65536, &v));
+        CHECK(v == c->n_h, "config.json: num_key_value_heads %lld != num_attention_heads %lld (GQA) is not "
+              "supported for yuan2moe", (long long)v, (long long)c->n_h);
+        TRY(cfg_int(root, "", "head_dim", false, c->d, 1, 1 << 20, &v));
+        CHECK(v == c->d, "config.json: head_dim %lld != attention_projection_size / num_attention_heads = %lld",
+              (long long)v, (long long)c->d);
+    }
     if (cJSON_GetObjectItemCaseSensitive(root, "rotary_dim")) {
         TRY(cfg_int(root, "", "rotary_dim", true, 0, 2, c->d, &c->rd));
     } else if (cJSON_GetObjectItemCaseSensitive(root, "rotary_percent")) {

@@ -122,6 +122,7 @@ c = json.loads(json.dumps(conf)); c["vocab_size"] = 97; mk("vocab_mismatch", con
 c = json.loads(json.dumps(conf)); c["tie_word_embeddings"] = False; mk("untied_no_lm_head", conf=c)
 mk("bad_json", conf="{\"hidden_size\": 32,")
 c = json.loads(json.dumps(conf)); c["use_lfa"] = False; mk("lfa_config_mismatch", conf=c)
+c = json.loads(json.dumps(conf)); c["num_key_value_heads"] = 2; mk("gqa", conf=c)
 w2 = "model.layers.1.mlp.experts.3.w2.weight"
 mk("missing_tensor", hdr=edit(lambda h: h.pop(w2)))
 mk("offsets_past_end", hdr=edit(lambda h: h[w2].update(data_offsets=[h[w2]["data_offsets"][0], len(data) + 4])))
@@ -154,6 +155,7 @@ expect_fail config-absurd "hidden_size must be an integer in" "$H/absurd_hidden"
 expect_fail config-bad-json "not a JSON object" "$H/bad_json"
 expect_fail vocab-mismatch "model.embed_tokens.weight has shape \[96, 32\], config.json implies \[97, 32\]" "$H/vocab_mismatch"
 expect_fail leftover-tensor "lf_gate.conv1.bias of the checkpoint has no place" "$H/lfa_config_mismatch"
+expect_fail config-gqa "num_key_value_heads 2 != num_attention_heads 4" "$H/gqa"
 expect_fail untied-no-lm-head "lm_head.weight is missing" "$H/untied_no_lm_head"
 expect_fail missing-tensor "missing tensor model.layers.1.mlp.experts.3.w2.weight" "$H/missing_tensor"
 expect_fail offsets-past-end "past the end of the data" "$H/offsets_past_end"
