@@ -234,7 +234,8 @@ enum {
 /* Run T tokens ids[0..T) at positions s->pos .. s->pos+T-1 (the cache holds the earlier ones), then advance
  * s->pos by T. logits: [T, V] (or [1, V] with MODEL_FWD_LAST), or NULL to skip the output layer.
  * acts: NULL, or training storage (model_acts_new(m, >= T)); then s->pos must be 0.
- * Errors: out-of-range id, context full (pos + T > n_ctx), unsupported weight type. */
+ * Errors: out-of-range id, context full (pos + T > n_ctx), bad acts: checked before anything changes (s is
+ * untouched). A failure inside the layers (out of memory in a kernel) leaves s half-updated: reset it. */
 int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, float *logits, unsigned flags,
                   model_acts *acts);
 
