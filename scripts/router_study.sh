@@ -35,14 +35,16 @@ init() { # name seed extra-args...
     "$MOEC" init "$OUT/$name-s$seed.init.gguf" --dim "$DIM" --layers "$LAYERS" --heads "$HEADS" --ctx "$SEQ" \
         --vocab-from "$OUT/vocab.model" --seed "$seed" "$@" >/dev/null
 }
-run() { # name seed
+run() { # name seed (skipped when an earlier invocation finished it)
     local name=$1 seed=$2 ck="$OUT/$1-s$2.ckpt"
+    [ -f "$ck" ] && [ "$(awk -F, 'END{print $1}' "$ck.csv" 2>/dev/null)" = "$STEPS" ] && return 0
     OMP_NUM_THREADS=$THREADS "$MOEC" train -m "$OUT/$name-s$seed.init.gguf" -d "$OUT/data/train.bin" \
         --val "$OUT/data/val.bin" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" --lr "$LR" --warmup "$WARMUP" \
         --eval-every $((STEPS / 10)) --eval-rows 64 --save-every 0 --log-every $((STEPS / 10)) --seed "$seed" \
         -o "$ck" 2>"$OUT/$name-s$seed.log"
 }
 for seed in $SEEDS; do
+    [ -f "$OUT/dense-s$seed.init.gguf" ] && continue
     init attention "$seed" --experts "$EXPERTS" --top-k "$TOPK" --ff "$FF" --router attention
     init linear "$seed" --experts "$EXPERTS" --top-k "$TOPK" --ff "$FF" --router linear
     init dense "$seed" --experts 0 --ff $((TOPK * FF))
