@@ -91,6 +91,9 @@ int cmd_info(int argc, char **argv) {
            c, st.flops_per_token / 1e9, ctx, 2 * st.matmul_params / 1e9,
            (st.flops_per_token - 2 * st.matmul_params) / 1e9);
     printf("weight bytes:    %.4g MB read per token\n", st.weight_bytes_per_token / 1e6);
+    double kv = 2.0 * (double)hp->n_layer * (double)(hp->n_head_kv * hp->head_dim) * sizeof(float);
+    printf("KV cache:        %.4g KB per position (fp32 K and V), %.4g MB at context %ld\n", kv / 1e3,
+           kv * (double)ctx / 1e6, ctx);
     model_free(m);
     return 0;
 }
