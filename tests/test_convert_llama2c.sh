@@ -72,13 +72,21 @@ if echo "$probe" | grep -qi "not implemented"; then echo "moec generate is not i
 gen() { "$MOEC" generate -m "$tmp/ai.gguf" --temp 0 -t 1 "$@" 2>"$tmp/gen.err"; }
 gen -n 128 -p '' >"$tmp/g1.txt" || { echo "FAIL: generate: $(cat "$tmp/gen.err")"; fail=1; }
 gen -n 58 -p 'I dream of' >"$tmp/g2.txt" || { echo "FAIL: generate: $(cat "$tmp/gen.err")"; fail=1; }
-"$PY" - "$M/REFERENCE-outputs.txt" "$tmp/g1.txt" "$tmp/g2.txt" <<'PYEOF' || fail=1
+gen -n 64 -p 'I dream of' >"$tmp/g3.txt" || { echo "FAIL: generate: $(cat "$tmp/gen.err")"; fail=1; }
+"$PY" - "$M/REFERENCE-outputs.txt" "$tmp/g1.txt" "$tmp/g2.txt" "$tmp/g3.txt" <<'PYEOF' || fail=1
 import re, sys
 parts = re.split(r"^### (.*)\n", open(sys.argv[1]).read(), flags=re.M)
 runc = [(parts[i], parts[i + 1].rstrip("\n")) for i in range(1, len(parts), 2) if parts[i].startswith("run.c")]
 assert len(runc) == 2, runc
 bad = 0
-for (title, exp), f in zip(runc, sys.argv[2:]):
+# moec -n 64 generates 6 tokens more than run.c's -n 64: its text must extend run.c's
+g3 = open(sys.argv[4]).read().rstrip("\n")
+if g3.startswith(runc[1][1]) and len(g3) > len(runc[1][1]):
+    print("ok   moec -n 64 extends run.c's -n 64 text")
+else:
+    print("FAIL moec -n 64 does not extend run.c's text: %r" % g3)
+    bad = 1
+for (title, exp), f in zip(runc, sys.argv[2:4]):
     got = open(f).read().rstrip("\n")
     if got == exp:
         print("ok   %s" % title)
