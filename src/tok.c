@@ -57,6 +57,14 @@ struct tok_vocab {
     uint8_t isolated[128]; /* ASCII byte in no mergeable piece longer than 1 byte: a hard BPE boundary */
     char *unk_surface;
     size_t max_piece_len;
+    /* precompiled normalization rules (nmt_nfkc...): <u32 trie bytes><darts double array><NUL-terminated
+     * replacement strings>, copied from the model; NULL for the identity normalizer */
+    uint8_t *charsmap;
+    size_t charsmap_len;
+    const uint8_t *trie;  /* units of 4 bytes (little-endian) */
+    uint32_t trie_units;
+    const char *repl;     /* replacement strings */
+    size_t repl_len;
 };
 
 static uint64_t hash_bytes(const char *s, size_t n) {
@@ -221,6 +229,7 @@ void tok_free(tok_vocab *v) {
     matcher_free(&v->user);
     matcher_free(&v->spec);
     free(v->unk_surface);
+    free(v->charsmap);
     free(v);
 }
 
@@ -429,6 +438,28 @@ fail:
     return -1;
 }
 
+/* Take a copy of a precompiled charsmap blob and check its framing (the trie itself is bounds-checked on use). */
+static int vocab_set_charsmap(tok_vocab *v, const void *blob, size_t len, const char *what) {
+    uint32_t trie_bytes;
+    CHECK(len > 4, "%s: precompiled_charsmap is too short (%zu bytes)", what, len);
+    memcpy(&trie_bytes, blob, 4);
+    CHECK(trie_bytes < len - 4 + 1 && trie_bytes >= 4 && trie_bytes % 4 == 0,
+          "%s: precompiled_charsmap trie size %u does not fit the %zu-byte blob", what, trie_bytes, len);
+    free(v->charsmap);
+    v->charsmap = moec_malloc(len + 1);
+    TRY_PTR(v->charsmap);
+    memcpy(v->charsmap, blob, len);
+    v->charsmap[len] = 0; /* the last replacement string is terminated even in a damaged blob */
+    v->charsmap_len = len;
+    v->trie = v->charsmap + 4;
+    v->trie_units = trie_bytes / 4;
+    v->repl = (const char *)v->charsmap + 4 + trie_bytes;
+    v->repl_len = len - 4 - trie_bytes;
+    return 0;
+fail:
+    return -1;
+}
+
 /* ---- SentencePiece protobuf ------------------------------------------------------------------------ */
 typedef struct {
     const uint8_t *p, *end;
@@ -499,7 +530,7 @@ tok_vocab *tok_load_spm(const void *data, size_t len, const char *name) {
     pb_buf b = {data, (const uint8_t *)data + len};
     int64_t model_type = 1; /* UNIGRAM default */
     v->remove_extra_ws = true; /* proto2 defaults of NormalizerSpec */
-    bool has_charsmap = false;
+    pb_buf charsmap = {0, 0};
     CHECK(len > 0, "%s: empty file", name);
     while (b.p < b.end) {
         uint32_t f;
@@ -560,7 +591,7 @@ tok_vocab *tok_load_spm(const void *data, size_t len, const char *name) {
                     if (f2 == 3) v->add_dummy_prefix = v2 != 0;
                     else if (f2 == 4) v->remove_extra_ws = v2 != 0;
                     else if (f2 == 5) v->escape_ws = v2 != 0;
-                } else if (w2 == 2 && f2 == 2 && s2.end > s2.p) has_charsmap = true;
+                } else if (w2 == 2 && f2 == 2) charsmap = s2;
             }
         }
     }
@@ -568,7 +599,8 @@ tok_vocab *tok_load_spm(const void *data, size_t len, const char *name) {
     CHECK(model_type == 2, "%s: SentencePiece model type %lld (%s) is not BPE (only BPE models are supported)", name,
           (long long)model_type,
           model_type == 1 ? "unigram" : model_type == 3 ? "word" : model_type == 4 ? "char" : "unknown");
-    CHECK(!has_charsmap, "%s: normalizer with a precompiled charsmap is not supported (only 'identity')", name);
+    if (charsmap.end > charsmap.p)
+        TRY(vocab_set_charsmap(v, charsmap.p, (size_t)(charsmap.end - charsmap.p), name));
     TRY(vocab_finalize(v, name, bos ? bos : "<s>", eos ? eos : "</s>", unk ? unk : "<unk>", pad ? pad : "<pad>",
                        true));
     free(bos), free(eos), free(unk), free(pad);
@@ -677,6 +709,13 @@ tok_vocab *tok_load_gguf(const gguf_file *f) {
     v->add_dummy_prefix = b;
     TRY(gguf_get_bool_or(f, "tokenizer.ggml.remove_extra_whitespaces", false, &b));
     v->remove_extra_ws = b;
+    if (gguf_find_key(f, "tokenizer.ggml.precompiled_charsmap") >= 0) {
+        uint64_t nc;
+        const void *cm;
+        TRY(gguf_get_arr(f, "tokenizer.ggml.precompiled_charsmap", &et, &nc, &cm));
+        CHECK(et == GGUF_U8 || et == GGUF_I8, "%s: tokenizer.ggml.precompiled_charsmap is not a byte array", what);
+        if (nc > 0) TRY(vocab_set_charsmap(v, cm, (size_t)nc, what));
+    }
     TRY(vocab_finalize(v, what, "<s>", "</s>", "<unk>", "<pad>", false));
     /* explicit ids override the named pieces */
     {
@@ -729,6 +768,7 @@ int tok_write_gguf(const tok_vocab *v, gguf_writer *w) {
     TRY(gguf_w_set_bool(w, "tokenizer.ggml.add_eos_token", false));
     TRY(gguf_w_set_bool(w, "tokenizer.ggml.add_space_prefix", v->add_dummy_prefix));
     TRY(gguf_w_set_bool(w, "tokenizer.ggml.remove_extra_whitespaces", v->remove_extra_ws));
+    if (v->charsmap) TRY(gguf_w_set_arr(w, "tokenizer.ggml.precompiled_charsmap", GGUF_U8, v->charsmap_len, v->charsmap));
     rc = 0;
 fail:
     free(strs);
@@ -882,6 +922,32 @@ static size_t norm_prefix(const tok_vocab *v, const char *s, size_t n, const cha
         *out = s;
         *out_len = m;
         return m;
+    }
+    if (v->trie) { /* longest rule of the darts-clone double array whose key is a prefix of s */
+        size_t best = 0;
+        uint32_t best_val = 0, pos = 0, unit;
+        memcpy(&unit, v->trie, 4);
+        pos ^= (unit >> 10) << ((unit & (1u << 9)) >> 6);
+        for (size_t i = 0; i < n; i++) {
+            uint8_t c = (uint8_t)s[i];
+            pos ^= c;
+            if (pos >= v->trie_units) break;
+            memcpy(&unit, v->trie + 4 * (size_t)pos, 4);
+            if ((unit & ((1u << 31) | 0xffu)) != c) break;
+            pos ^= (unit >> 10) << ((unit & (1u << 9)) >> 6);
+            if ((unit >> 8) & 1) {
+                if (pos >= v->trie_units) break;
+                uint32_t leaf;
+                memcpy(&leaf, v->trie + 4 * (size_t)pos, 4);
+                best = i + 1;
+                best_val = leaf & 0x7fffffffu;
+            }
+        }
+        if (best > 0 && best_val < v->repl_len) {
+            *out = v->repl + best_val;
+            *out_len = strnlen(*out, v->repl_len - best_val);
+            return best;
+        }
     }
     size_t l = utf8_valid_len((const uint8_t *)s, n);
     if (!l) {

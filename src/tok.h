@@ -1,7 +1,7 @@
 /* tok: SentencePiece-compatible BPE tokenizer (encode / decode / streaming decode).
  *
- * Gives exactly the ids SentencePiece 0.1.97 gives for a BPE model (model_type=2): identity normalizer,
- * optional dummy prefix and extra-whitespace removal, ' ' -> U+2581, user-defined pieces matched greedily and
+ * Gives exactly the ids SentencePiece 0.1.97 gives for a BPE model (model_type=2): identity or precompiled
+ * (nmt_nfkc...) normalizer, optional dummy prefix and extra-whitespace removal, ' ' -> U+2581, user-defined pieces matched greedily and
  * frozen, merges by score (ties: leftmost), byte fallback (<0xNN>), invalid UTF-8 bytes -> U+FFFD.
  * Behaviour decisions (special tokens, Yuan added tokens, streaming rule): docs/tokenizer.md.
  *

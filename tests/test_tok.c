@@ -324,6 +324,97 @@ static void test_hostile(const uint8_t *model, size_t len, const uint8_t *bin, s
         }
     }
     T_CHECK(loaded < 60, "every corruption loaded (%d)", loaded);
+    /* garbage precompiled charsmaps (a NormalizerSpec appended: it replaces the charsmap): the darts trie walk
+     * and the replacement strings must stay inside the blob */
+    {
+        uint8_t *m2 = malloc(len + 600);
+        int n_ok = 0;
+        for (int it = 0; it < 40; it++) {
+            size_t blob = 16 + moec_rng_u64(&r) % 500, k = len;
+            uint32_t trie = (uint32_t)(4 * (moec_rng_u64(&r) % (blob / 4 + 2)));
+            memcpy(m2, model, len);
+            m2[k++] = 0x1a; /* field 3, NormalizerSpec */
+            k += put_varint(m2 + k, blob + 2 + (blob > 127));
+            m2[k++] = 0x12; /* field 2, precompiled_charsmap */
+            k += put_varint(m2 + k, blob);
+            memcpy(m2 + k, &trie, 4);
+            for (size_t j = 4; j < blob; j++) m2[k + j] = (uint8_t)moec_rng_u64(&r);
+            if (it % 2) memset(m2 + k + 4, 0, 8); /* root unit 0: walks from node 0 */
+            k += blob;
+            tok_vocab *v = tok_load_spm(m2, k, "m2");
+            if (!v) {
+                T_CHECK(strstr(moec_last_error(), "precompiled_charsmap") != NULL, "garbage charsmap error: %s",
+                        moec_last_error());
+                continue;
+            }
+            n_ok++;
+            static const char txt[] = "Hello \x01\x02 world \xff\xfe 你好 \xe2\x96\x81 ab\0c";
+            int32_t *ids;
+            size_t n;
+            T_CHECK(tok_encode(v, txt, sizeof txt - 1, 0, &ids, &n) == 0, "encode with garbage charsmap");
+            free(ids);
+            tok_free(v);
+        }
+        T_CHECK(n_ok >= 10, "only %d garbage charsmaps loaded", n_ok);
+        free(m2);
+    }
+    /* the real nmt_nfkc charsmap of sentencepiece's test model with random byte flips (deep trie walks) */
+    {
+        char *tm = NULL;
+        size_t tlen = 0;
+        const uint8_t *ns = NULL;
+        size_t nslen = 0;
+        if (moec_read_file(t_shared("data/tokenizers/spm-test_model.model"), &tm, &tlen) == 0) {
+            for (size_t i = 0; i < tlen;) { /* top-level fields: find 3 (NormalizerSpec) */
+                uint64_t key = 0, l = 0;
+                int sh = 0;
+                while (i < tlen && (uint8_t)tm[i] & 0x80) key |= (uint64_t)(tm[i++] & 0x7f) << sh, sh += 7;
+                if (i >= tlen) break;
+                key |= (uint64_t)(uint8_t)tm[i++] << sh;
+                if ((key & 7) != 2) break;
+                sh = 0;
+                while (i < tlen && (uint8_t)tm[i] & 0x80) l |= (uint64_t)(tm[i++] & 0x7f) << sh, sh += 7;
+                if (i >= tlen) break;
+                l |= (uint64_t)(uint8_t)tm[i++] << sh;
+                if (l > tlen - i) break;
+                if (key >> 3 == 3) ns = (const uint8_t *)tm + i, nslen = (size_t)l;
+                i += (size_t)l;
+            }
+        }
+        T_CHECK(ns && nslen > 1000, "found the nfkc NormalizerSpec");
+        uint8_t *m3 = ns ? malloc(len + nslen + 16) : NULL;
+        int n_ok = 0;
+        for (int it = 0; m3 && it < 30; it++) {
+            size_t k = len;
+            memcpy(m3, model, len);
+            m3[k++] = 0x1a;
+            k += put_varint(m3 + k, nslen);
+            memcpy(m3 + k, ns, nslen);
+            for (int f = 0; f < (it == 0 ? 0 : 1 + it % 8); f++)
+                m3[k + 20 + moec_rng_u64(&r) % (nslen - 20)] ^= (uint8_t)(1u << (moec_rng_u64(&r) % 8));
+            k += nslen;
+            tok_vocab *v = tok_load_spm(m3, k, "m3");
+            if (!v) continue;
+            n_ok++;
+            static const char txt[] = "\xef\xbc\xa8\xef\xbd\x85llo\xe3\x80\x80 \xef\xac\x81 \xe2\x85\xab \xe3\x8e\x8f "
+                                      "\xc2\xa0x e\xcc\x81 \xe2\x91\xa0 \xff \xe4\xbd\xa0\xe5\xa5\xbd ok";
+            int32_t *ids;
+            size_t n;
+            T_CHECK(tok_encode(v, txt, sizeof txt - 1, 0, &ids, &n) == 0, "encode with damaged nfkc charsmap");
+            if (it == 0) { /* undamaged: NFKC folds the fullwidth letters into "He" */
+                char *t = NULL;
+                size_t tn = 0;
+                T_CHECK(tok_decode(v, ids, n, 0, &t, &tn) == 0 && tn > 4 && !memcmp(t, "Hello", 5),
+                        "nfkc normalizes: '%.*s'", (int)tn, t ? t : "");
+                free(t);
+            }
+            free(ids);
+            tok_free(v);
+        }
+        T_CHECK(n_ok >= 10, "only %d damaged nfkc charsmaps loaded", n_ok);
+        free(m3);
+        free(tm);
+    }
     free(copy);
     /* hand-built models */
     uint8_t buf[4096];

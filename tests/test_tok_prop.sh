@@ -20,11 +20,12 @@ for m in llama2-tokenizer.model yuan2-m32-tokenizer.model; do
 done
 # Variants of the LLaMA 2 model (tests/tok/mkmodel.py) for paths the real models do not use: USER_DEFINED pieces,
 # UNUSED pieces (resegmentation), remove_extra_whitespaces without dummy prefix, no byte fallback (<unk> runs),
-# treat_whitespace_as_suffix, escape_whitespaces off.
+# treat_whitespace_as_suffix, escape_whitespaces off, the nmt_nfkc normalizer (precompiled charsmap).
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for var in user ws nobytes suffix noescape; do
+for var in user ws nobytes suffix noescape nfkc; do
     echo "== llama2 variant: $var"
-    "$PY" tests/tok/mkmodel.py "$S/tokenizers/llama2-tokenizer.model" "$tmp/$var.model" $var || { fail=1; continue; }
+    "$PY" tests/tok/mkmodel.py "$S/tokenizers/llama2-tokenizer.model" "$tmp/$var.model" $var \
+        "$S/tokenizers/spm-test_model.model" || { fail=1; continue; }
     "$PY" tests/tok/prop.py "$MOEC" "$tmp/$var.model" 1500 $((7 + ${#var})) || fail=1
     "$PY" tests/tok/file_check.py "$MOEC" "$tmp/$var.model" "$S/corpora/botchan.txt" || fail=1
 done

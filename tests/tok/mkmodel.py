@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Write variants of a SentencePiece BPE model that exercise rarely used paths (USER_DEFINED pieces, UNUSED pieces
 and their resegmentation, remove_extra_whitespaces, no dummy prefix, no byte fallback), for the property test.
-usage: mkmodel.py SRC.model OUT.model VARIANT   (VARIANT: user | ws | nobytes | suffix | noescape)"""
+usage: mkmodel.py SRC.model OUT.model VARIANT [NFKC_SRC.model]
+       (VARIANT: user | ws | nobytes | suffix | noescape | nfkc; nfkc takes the normalizer of NFKC_SRC)"""
 import random, struct, sys
 
 src, out, variant = sys.argv[1:4]
@@ -70,6 +71,11 @@ if variant == "suffix":
     trainer += int_field(24, 1)                    # treat_whitespace_as_suffix = true
 if variant == "noescape":
     norm += int_field(5, 0)                        # escape_whitespaces = false
+if variant == "nfkc":
+    # the nmt_nfkc normalizer (precompiled charsmap) of sentencepiece's own test model
+    spm_test = sys.argv[4]
+    for f, w, v in fields(open(spm_test, "rb").read()):
+        if f == 3: norm = v
 if variant == "nobytes":
     pieces = [p for p in pieces if p["type"] != 6]
     trainer += int_field(35, 0)                    # byte_fallback = false
