@@ -218,7 +218,7 @@ int main(void) {
     moec_rng rng;
     moec_rng_seed(&rng, 12345);
     int opened = 0, failed = 0;
-    for (int it = 0; it < 3000; it++) {
+    for (int it = 0; it < 1500; it++) {
         memcpy(mut, orig, flen);
         int nmut = 1 + (int)(moec_rng_u64(&rng) % 4);
         for (int k = 0; k < nmut; k++) {
