@@ -53,6 +53,8 @@ struct tok_vocab {
     int32_t bos, eos, unk, pad;
     bool add_dummy_prefix, remove_extra_ws, escape_ws, byte_fallback, ws_suffix, split_digits;
     bool has_unused;
+    bool unigram;                   /* SentencePiece unigram model (Viterbi) instead of BPE */
+    float min_score, max_score;     /* over NORMAL pieces (unigram: unknown penalty, user-defined bonus) */
     bool is_yuan;
     uint8_t isolated[128]; /* ASCII byte in no mergeable piece longer than 1 byte: a hard BPE boundary */
     char *unk_surface;
@@ -390,6 +392,13 @@ static int vocab_finalize(tok_vocab *v, const char *what, const char *bos_piece,
             if (map_get(v, &v->normal, s, k) >= 0 && map_get(v, &v->normal, s + k, v->len[i] - k) >= 0)
                 v->has_unused = true;
     }
+    v->min_score = 3.402823466e+38f; /* FLT_MAX, FLT_MIN as SentencePiece starts them */
+    v->max_score = 1.175494351e-38f;
+    for (int32_t i = 0; i < v->n; i++) {
+        if (v->type[i] != TOK_NORMAL) continue;
+        if (v->score[i] < v->min_score) v->min_score = v->score[i];
+        if (v->score[i] > v->max_score) v->max_score = v->score[i];
+    }
     memset(v->isolated, 1, sizeof v->isolated);
     for (int32_t i = 0; i < v->n; i++) {
         if (!is_normal_type(v->type[i]) || v->len[i] < 2) continue;
@@ -596,9 +605,10 @@ tok_vocab *tok_load_spm(const void *data, size_t len, const char *name) {
         }
     }
     CHECK(v->n > 0, "%s: empty vocabulary (no pieces)", name);
-    CHECK(model_type == 2, "%s: SentencePiece model type %lld (%s) is not BPE (only BPE models are supported)", name,
-          (long long)model_type,
-          model_type == 1 ? "unigram" : model_type == 3 ? "word" : model_type == 4 ? "char" : "unknown");
+    CHECK(model_type == 1 || model_type == 2,
+          "%s: SentencePiece model type %lld (%s) is not supported (only BPE and unigram)", name,
+          (long long)model_type, model_type == 3 ? "word" : model_type == 4 ? "char" : "unknown");
+    v->unigram = model_type == 1;
     if (charsmap.end > charsmap.p)
         TRY(vocab_set_charsmap(v, charsmap.p, (size_t)(charsmap.end - charsmap.p), name));
     TRY(vocab_finalize(v, name, bos ? bos : "<s>", eos ? eos : "</s>", unk ? unk : "<unk>", pad ? pad : "<pad>",
@@ -745,6 +755,7 @@ int tok_write_gguf(const tok_vocab *v, gguf_writer *w) {
     int32_t *types = NULL;
     int rc = -1;
     size_t n = (size_t)v->n;
+    CHECK(!v->unigram, "a unigram vocabulary cannot be written as GGUF tokenizer keys (llama = BPE only)");
     strs = moec_malloc(sizeof *strs * n);
     lens = moec_malloc(sizeof *lens * n);
     types = moec_malloc(sizeof *types * n);
@@ -1063,7 +1074,16 @@ typedef struct {
     uint32_t start, len, left_len;
 } tok_rev;
 
+/* Unigram Viterbi: best path ending at each byte position. */
 typedef struct {
+    float score;
+    int32_t start; /* -1: no path yet */
+    int32_t id;
+} tok_best;
+
+typedef struct {
+    tok_best *best;
+    size_t best_cap;
     tok_sym *sym;
     size_t sym_cap;
     tok_heap heap;
@@ -1073,6 +1093,7 @@ typedef struct {
 } tok_work;
 
 static void work_free(tok_work *w) {
+    free(w->best);
     free(w->sym);
     free(w->heap.h);
     free(w->rev);
@@ -1173,6 +1194,75 @@ static int bpe_segment(const tok_vocab *v, tok_work *w, const char *t, size_t tn
     return 0;
 }
 
+/* Unigram model: Viterbi over every piece that starts at each character (SentencePiece's optimized encoder,
+ * same arithmetic: piece scores are added in double and stored as float; user-defined pieces score
+ * length * max_score - 0.1; a character no piece covers is <unk> with min_score - 10, added in float; ties keep
+ * the path found first). O(n * max_piece_len). */
+static int unigram_encode(const tok_vocab *v, tok_work *w, const char *t, size_t tn, tok_ids *out) {
+    if (tn + 1 > w->best_cap) {
+        tok_best *p = moec_realloc(w->best, (tn + 1) * sizeof *p);
+        if (!p) return -1;
+        w->best = p;
+        w->best_cap = tn + 1;
+    }
+    tok_best *best = w->best;
+    for (size_t i = 0; i <= tn; i++) best[i] = (tok_best){0.0f, -1, -1};
+    const float unk_score = v->min_score - 10.0f;
+    size_t maxl = v->max_piece_len;
+    for (size_t st = 0; st < tn;) {
+        float till = best[st].score;
+        size_t mblen = one_char_len((uint8_t)t[st]);
+        if (mblen > tn - st) mblen = tn - st;
+        bool single = false;
+        for (size_t l = 1; l <= maxl && l <= tn - st; l++) {
+            int32_t id = map_get(v, &v->normal, t + st, l);
+            if (id < 0 || v->type[id] == TOK_UNUSED) continue;
+            double sc = v->type[id] == TOK_USER_DEFINED ? (double)((float)l * v->max_score) - 0.1 : (double)v->score[id];
+            double cand = sc + (double)till;
+            tok_best *b = &best[st + l];
+            if (b->start < 0 || cand > (double)b->score) *b = (tok_best){(float)cand, (int32_t)st, id};
+            if (l == mblen) single = true;
+        }
+        if (!single) {
+            float cand = unk_score + till;
+            tok_best *b = &best[st + mblen];
+            if (b->start < 0 || cand > b->score) *b = (tok_best){cand, (int32_t)st, v->unk};
+        }
+        st += mblen;
+    }
+    /* backtrack into the symbol array (reversed), then emit in order */
+    if (tn > w->sym_cap) {
+        tok_sym *p = moec_realloc(w->sym, tn * sizeof *p);
+        if (!p) return -1;
+        w->sym = p;
+        w->sym_cap = tn;
+    }
+    size_t ns = 0;
+    for (size_t e = tn; e > 0;) {
+        size_t st = (size_t)best[e].start;
+        w->sym[ns++] = (tok_sym){0, best[e].id, (uint32_t)st, (uint32_t)(e - st), false};
+        e = st;
+    }
+    bool prev_unk = false;
+    for (size_t k = ns; k-- > 0;) {
+        int32_t id = w->sym[k].next; /* the id, stored in .next */
+        const char *s = t + w->sym[k].start;
+        uint32_t n = w->sym[k].len;
+        bool is_unk = id < 0 || id == v->unk || v->type[id] == TOK_UNKNOWN;
+        if (is_unk && v->byte_fallback) {
+            for (uint32_t i = 0; i < n; i++) {
+                int32_t b = v->byte_id[(uint8_t)s[i]];
+                if (ids_push(out, b >= 0 ? b : v->unk) != 0) return -1;
+            }
+        } else if (!(is_unk && prev_unk)) {
+            if (id < 0) return moec_set_error("text has an unknown character and the vocabulary has no <unk>");
+            if (ids_push(out, id) != 0) return -1;
+        }
+        prev_unk = is_unk;
+    }
+    return 0;
+}
+
 /* Encode one chunk of raw text with SentencePiece semantics, appending ids. The normalized text is cut after
  * every isolated byte (one that no mergeable piece contains): no merge can cross it, so the segments are
  * independent and the heap stays small. Vocabularies with UNUSED pieces are not cut (their resegmentation
@@ -1189,6 +1279,7 @@ static int encode_chunk(const tok_vocab *v, tok_work *w, const char *s, size_t n
         w->sym = p;
         w->sym_cap = tn;
     }
+    if (v->unigram) return unigram_encode(v, w, t, tn, out);
     w->n_rev = 0;
     bool prev_unk = false;
     if (v->has_unused) return bpe_segment(v, w, t, tn, out, &prev_unk);

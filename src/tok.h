@@ -3,6 +3,7 @@
  * Gives exactly the ids SentencePiece 0.1.97 gives for a BPE model (model_type=2): identity or precompiled
  * (nmt_nfkc...) normalizer, optional dummy prefix and extra-whitespace removal, ' ' -> U+2581, user-defined pieces matched greedily and
  * frozen, merges by score (ties: leftmost), byte fallback (<0xNN>), invalid UTF-8 bytes -> U+FFFD.
+ * SentencePiece unigram models (.model only) are encoded with SentencePiece's Viterbi, same semantics.
  * Behaviour decisions (special tokens, Yuan added tokens, streaming rule): docs/tokenizer.md.
  *
  * A tok_vocab is read-only after load (tok_add_special is part of building it, before sharing): any number of

@@ -29,4 +29,13 @@ for var in user ws nobytes suffix noescape nfkc; do
     "$PY" tests/tok/prop.py "$MOEC" "$tmp/$var.model" 1500 $((7 + ${#var})) || fail=1
     "$PY" tests/tok/file_check.py "$MOEC" "$tmp/$var.model" "$S/corpora/botchan.txt" || fail=1
 done
+# Unigram models (sentencepiece's own test models, nmt_nfkc normalizer), and one with user-defined/unused pieces.
+for m in spm-test_model.model spm-test_ja_model.model; do
+    echo "== unigram: $m"
+    "$PY" tests/tok/prop.py "$MOEC" "$S/tokenizers/$m" 1500 21 || fail=1
+    "$PY" tests/tok/file_check.py "$MOEC" "$S/tokenizers/$m" "$S/corpora/botchan.txt" || fail=1
+done
+echo "== unigram variant: user"
+"$PY" tests/tok/mkmodel.py "$S/tokenizers/spm-test_model.model" "$tmp/uni-user.model" user &&
+    "$PY" tests/tok/prop.py "$MOEC" "$tmp/uni-user.model" 1500 22 || fail=1
 exit $fail
