@@ -16,7 +16,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test asan clang check deps bench demo clean
+.PHONY: all test asan clang check deps peer bench demo default-model clean
 all: $(BUILD)/moec $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
@@ -36,6 +36,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libmoec.a
 deps:
 	bash scripts/install-deps.sh
 
+# llama.cpp as a peer (npm node-llama-cpp, prebuilt): benchmarks and the llama.cpp cross-check tests use it;
+# if the registry cannot be reached those tests skip and say so.
+peer:
+	bash bench/setup.sh || echo "peer: node-llama-cpp not installed; llama.cpp cross-checks will skip" >&2
+
 test: all
 	bash tests/run.sh $(BUILD)
 
@@ -46,7 +51,7 @@ asan:
 clang:
 	$(MAKE) BUILD=build/clang CC=clang all
 
-check: deps
+check: deps peer
 	$(MAKE) all
 	$(MAKE) clang
 	$(MAKE) test
@@ -57,6 +62,10 @@ bench: all
 
 demo: deps all
 	bash scripts/demo.sh $(BUILD)
+
+# Retrain the shipped default model (models/default.gguf) from scratch with moec itself.
+default-model: all
+	bash scripts/make-default-model.sh
 
 clean:
 	rm -rf build
