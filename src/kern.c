@@ -7,7 +7,7 @@
  *   T < 3: one dot product per (row, token), weights converted on the fly (memory bound: decode).
  *   T >= 3: cache-blocked GEMM. Work items are (block of KB_ROWS rows) x (block of KB_TOK tokens), each owned by one
  *           thread (so y needs no synchronisation). Inside an item, the k dimension is cut in panels of KB_K;
- *           F16/BF16 panels are converted to fp32 once into a thread buffer, F32 is used in place; a register-tiled
+ *           panels are packed (F16/BF16 converted) to contiguous fp32 rows once into a thread buffer; a register-tiled
  *           micro-kernel computes 3 tokens x 4 rows of dot products (12 accumulators) per panel.
  * Quantized weights: the activations are quantized once per call to kq8 blocks (32 int8 + fp32 scale + the sums
  *   of each 16-half), then integer dot products (maddubs/madd) per weight block, scaled in fp32. One weight row is
@@ -37,10 +37,17 @@ typedef struct {
     int8_t q[32];
 } kq8;
 
-#define KB_K 512      /* k panel (floats) */
-#define KB_ROWS 64    /* rows per work item */
+#ifndef KB_K
+#define KB_K 1024     /* k panel (floats) */
+#endif
+#ifndef KB_ROWS
+#define KB_ROWS 32    /* rows per work item (float GEMM) */
+#endif
+#ifndef KB_TOK
 #define KB_TOK 96     /* tokens per work item (float GEMM) */
+#endif
 #define KQ_TOK 64     /* tokens per work item (quantized) */
+#define KQ_ROWS 64    /* rows per work item (quantized) */
 #define PAR_MIN_MACS 65536.0 /* below this many multiply-adds a call runs on the calling thread only */
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -302,18 +309,25 @@ AVX2 static inline __attribute__((always_inline)) void tile_f32_avx2_body(float 
                                                                            int MT, int NR, int64_t kc,
                                                                            int accumulate) {
     __m256 acc[3][4];
+    _Pragma("GCC unroll 4")
     for (int t = 0; t < MT; t++)
+        _Pragma("GCC unroll 4")
         for (int o = 0; o < NR; o++) acc[t][o] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
         __m256 xv[3];
+        _Pragma("GCC unroll 4")
         for (int t = 0; t < MT; t++) xv[t] = _mm256_loadu_ps(x + t * ldx + k);
+        _Pragma("GCC unroll 4")
         for (int o = 0; o < NR; o++) {
             __m256 wv = _mm256_loadu_ps(w + o * ldw + k);
+            _Pragma("GCC unroll 4")
             for (int t = 0; t < MT; t++) acc[t][o] = _mm256_fmadd_ps(xv[t], wv, acc[t][o]);
         }
     }
+    _Pragma("GCC unroll 4")
     for (int t = 0; t < MT; t++)
+        _Pragma("GCC unroll 4")
         for (int o = 0; o < NR; o++) {
             float s = hsum8(acc[t][o]);
             for (int64_t kk = k; kk < kc; kk++) s += x[t * ldx + kk] * w[o * ldw + kk];
@@ -371,6 +385,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                                                                         const kq8 *const *a, int NT, int64_t nb32) {
     __m256 acc[4];
     float corr[4];
+    _Pragma("GCC unroll 4")
     for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps(), corr[i] = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(15);
     if (t == GGML_Q8_0) {
@@ -379,6 +394,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
             __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
             __m256i wa = _mm256_abs_epi8(wq);
             float dw = f16s(blk);
+            _Pragma("GCC unroll 4")
             for (int i = 0; i < NT; i++) {
                 __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
                 __m256 s = mul_sum_us8(wa, _mm256_sign_epi8(aq, wq));
@@ -391,6 +407,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
             __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
             __m256i wu = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
             float dw = f16s(blk);
+            _Pragma("GCC unroll 4")
             for (int i = 0; i < NT; i++) {
                 __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
                 float sc = dw * a[i][b].d;
@@ -408,6 +425,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                 __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * g));
                 __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                 float d0 = d * sc[2 * g], d1 = d * sc[2 * g + 1], m0 = dmin * mn[2 * g], m1 = dmin * mn[2 * g + 1];
+                _Pragma("GCC unroll 4")
                 for (int i = 0; i < NT; i++) {
                     const kq8 *b0 = &a[i][sb * 8 + 2 * g], *b1 = b0 + 1;
                     __m256 s0 = mul_sum_us8(lo, _mm256_loadu_si256((const __m256i *)b0->q));
@@ -436,9 +454,11 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
                 q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                _Pragma("GCC unroll 4")
                 for (int k = 0; k < 4; k++) {
                     int s0 = sc[8 * h + 2 * k], s1 = sc[8 * h + 2 * k + 1];
                     __m256i scv = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
+                    _Pragma("GCC unroll 4")
                     for (int i = 0; i < NT; i++) {
                         const kq8 *ab = &a[i][sb * 8 + 4 * h + k];
                         __m256i p16 = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)ab->q));
@@ -451,6 +471,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
             }
         }
     }
+    _Pragma("GCC unroll 4")
     for (int i = 0; i < NT; i++) out[i] = hsum8(acc[i]) - corr[i];
 }
 
@@ -521,9 +542,14 @@ static void gemm_item(int simd, float *y, const float *x, const uint8_t *w, ggml
         int64_t kc = n_in - k0 < KB_K ? n_in - k0 : KB_K;
         const float *wp;
         int64_t ldw;
-        if (wt == GGML_F32) {
+        if (wt == GGML_F32 && !buf) {
             wp = (const float *)(w + (size_t)o0 * rb) + k0;
             ldw = n_in;
+        } else if (wt == GGML_F32) { /* pack: contiguous panel rows stream better than rows n_in apart */
+            for (int64_t o = o0; o < o1; o++)
+                memcpy(buf + (o - o0) * kc, (const float *)(w + (size_t)o * rb) + k0, (size_t)kc * sizeof(float));
+            wp = buf;
+            ldw = kc;
         } else {
             panel_to_f32(simd, buf, w + (size_t)o0 * rb, rb, wt, (int)(o1 - o0), k0, kc);
             wp = buf;
@@ -558,7 +584,7 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
         size_t arow = (size_t)nb32 * sizeof(kq8);
         kq8 *xq = moec_malloc(arow * (size_t)T);
         if (!xq) return -1;
-        int64_t n_tb = (T + KQ_TOK - 1) / KQ_TOK, n_rb = (n_out + KB_ROWS - 1) / KB_ROWS;
+        int64_t n_tb = (T + KQ_TOK - 1) / KQ_TOK, n_rb = (n_out + KQ_ROWS - 1) / KQ_ROWS;
         if (T == 1) n_rb = n_out; /* decode: rows interleave freely between threads */
 #pragma omp parallel if (par)
         {
@@ -573,8 +599,8 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
             } else {
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t it = 0; it < n_rb * n_tb; it++) {
-                    int64_t o0 = (it % n_rb) * KB_ROWS, t0 = (it / n_rb) * KQ_TOK;
-                    int64_t o1 = o0 + KB_ROWS < n_out ? o0 + KB_ROWS : n_out, t1 = t0 + KQ_TOK < T ? t0 + KQ_TOK : T;
+                    int64_t o0 = (it % n_rb) * KQ_ROWS, t0 = (it / n_rb) * KQ_TOK;
+                    int64_t o1 = o0 + KQ_ROWS < n_out ? o0 + KQ_ROWS : n_out, t1 = t0 + KQ_TOK < T ? t0 + KQ_TOK : T;
                     for (int64_t t = t0; t < t1; t += 4) {
                         int nt = t1 - t < 4 ? (int)(t1 - t) : 4;
                         const kq8 *a[4];
@@ -603,14 +629,14 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
     int bad = 0;
 #pragma omp parallel if (par)
     {
-        float *buf = wtype == GGML_F32 ? NULL : moec_malloc((size_t)KB_ROWS * KB_K * sizeof(float));
-        if (wtype != GGML_F32 && !buf) {
+        float *buf = moec_malloc((size_t)KB_ROWS * KB_K * sizeof(float));
+        if (!buf) {
 #pragma omp atomic write
             bad = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < n_rb * n_tb; it++) {
-            if (wtype != GGML_F32 && !buf) continue;
+            if (!buf) continue;
             int64_t o0 = (it % n_rb) * KB_ROWS, t0 = (it / n_rb) * KB_TOK;
             int64_t o1 = o0 + KB_ROWS < n_out ? o0 + KB_ROWS : n_out, t1 = t0 + KB_TOK < T ? t0 + KB_TOK : T;
             gemm_item(simd, y, x, wb, wtype, rb, n_in, n_out, o0, o1, t0, t1, buf);

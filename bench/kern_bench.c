@@ -1,0 +1,117 @@
+/* kern_bench: GFLOP/s of kern_matmul (y[T, n_out] = x[T, n_in] · Wᵀ) per weight type and T, next to OpenBLAS
+ * cblas_sgemm on the same fp32 problem. Usage: kern_bench [n_in n_out] [T...]. Built and run by bench/kern.sh. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kern.h"
+#include "quant.h"
+#include "util.h"
+
+/* Seconds per call: wall time, or with KB_CPUTIME=1 the process CPU time (use with 1 thread on a busy machine:
+ * it measures the kernel without the time the OS gives to other processes). */
+static double now(void) {
+    const char *e = getenv("KB_CPUTIME");
+    if (e && *e == '1') {
+        struct timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+    return moec_time();
+}
+
+static double bench(int (*fn)(void *), void *arg, double min_secs) {
+    fn(arg); /* warm-up */
+    int reps = 0;
+    double t0 = now(), t;
+    do {
+        fn(arg);
+        reps++;
+        t = now() - t0;
+    } while (t < min_secs);
+    return t / reps;
+}
+
+typedef struct {
+    float *y;
+    const float *x;
+    const void *w;
+    ggml_type t;
+    int64_t T, n_in, n_out;
+} job;
+
+static int run_kern(void *a) {
+    job *j = a;
+    return kern_matmul(j->y, j->x, j->w, j->t, j->T, j->n_in, j->n_out);
+}
+static int run_blas(void *a) {
+    job *j = a;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->T, (int)j->n_out, (int)j->n_in, 1.0f, j->x,
+                (int)j->n_in, j->w, (int)j->n_in, 0.0f, j->y, (int)j->n_out);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int64_t n_in = 4096, n_out = 4096;
+    int64_t Ts[8] = {1, 16, 512};
+    int nT = 3, a = 1;
+    if (argc >= 3) {
+        n_in = atoll(argv[1]);
+        n_out = atoll(argv[2]);
+        a = 3;
+    }
+    if (argc > a) {
+        nT = 0;
+        for (; a < argc && nT < 8; a++) Ts[nT++] = atoll(argv[a]);
+    }
+    int64_t Tmax = 0;
+    for (int i = 0; i < nT; i++) Tmax = Ts[i] > Tmax ? Ts[i] : Tmax;
+    moec_rng r;
+    moec_rng_seed(&r, 1);
+    float *wf = moec_alloc((size_t)(n_in * n_out) * 4), *x = moec_alloc((size_t)(Tmax * n_in) * 4),
+          *y = moec_alloc((size_t)(Tmax * n_out) * 4);
+    for (int64_t i = 0; i < n_in * n_out; i++) wf[i] = moec_rng_normal(&r) * 0.02f;
+    for (int64_t i = 0; i < Tmax * n_in; i++) x[i] = moec_rng_normal(&r);
+    const ggml_type types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K};
+    const int ntypes = (int)(sizeof types / sizeof types[0]);
+    void *wq[7] = {0};
+    for (int k = 0; k < ntypes; k++) {
+        size_t rb = ggml_row_bytes(types[k], n_in);
+        if (rb == 0) continue;
+        wq[k] = moec_alloc(rb * (size_t)n_out);
+        for (int64_t o = 0; o < n_out; o++) {
+            uint8_t *p = (uint8_t *)wq[k] + rb * (size_t)o;
+            if (quant_can_write(types[k])) {
+                quant_row(types[k], wf + o * n_in, p, n_in);
+            } else { /* K-quants: random blocks with small scales (speed does not depend on the values) */
+                for (size_t i = 0; i < rb; i++) p[i] = (uint8_t)moec_rng_u64(&r);
+                size_t bs = types[k] == GGML_Q4_K ? 144 : 210, doff = types[k] == GGML_Q4_K ? 0 : 208;
+                for (size_t b = 0; b < rb; b += bs) {
+                    uint16_t d = moec_f32_to_f16(1e-3f);
+                    memcpy(p + b + doff, &d, 2);
+                    if (types[k] == GGML_Q4_K) memcpy(p + b + 2, &d, 2);
+                }
+            }
+        }
+    }
+    printf("kern_bench: n_in=%lld n_out=%lld path=%s threads=%s (GFLOP/s = 2*T*n_in*n_out / time)\n",
+           (long long)n_in, (long long)n_out, kern_path(), getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "?");
+    printf("%-10s", "T");
+    for (int i = 0; i < nT; i++) printf("%12lld", (long long)Ts[i]);
+    printf("\n");
+    for (int k = -1; k < ntypes; k++) {
+        if (k >= 0 && !wq[k]) continue;
+        printf("%-10s", k < 0 ? "openblas" : ggml_type_name(types[k]));
+        for (int i = 0; i < nT; i++) {
+            job j = {y, x, k < 0 ? (void *)wf : wq[k], k < 0 ? GGML_F32 : types[k], Ts[i], n_in, n_out};
+            double s = bench(k < 0 ? run_blas : run_kern, &j, Ts[i] >= 64 ? 1.0 : 0.3);
+            printf("%12.1f", 2.0 * (double)Ts[i] * (double)n_in * (double)n_out / s * 1e-9);
+            fflush(stdout);
+        }
+        printf("\n");
+    }
+    return 0;
+}
