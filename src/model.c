@@ -604,6 +604,24 @@ void model_seq_reset(seq_state *s) {
     memset(s->lfa_carry, 0, (size_t)s->m->hp.n_layer * 2 * (size_t)s->m->hp.n_embd * sizeof(float));
 }
 
+int model_seq_copy(seq_state *dst, const seq_state *src) {
+    if (dst->m != src->m) return moec_set_error("model_seq_copy: states of different models");
+    if (src->pos > dst->n_ctx)
+        return moec_set_error("model_seq_copy: %lld positions do not fit a context of %lld", (long long)src->pos,
+                              (long long)dst->n_ctx);
+    const model_hparams *hp = &src->m->hp;
+    size_t row = (size_t)(hp->n_head_kv * hp->head_dim);
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        memcpy(dst->k_cache + (size_t)l * (size_t)dst->n_ctx * row, src->k_cache + (size_t)l * (size_t)src->n_ctx * row,
+               (size_t)src->pos * row * sizeof(float));
+        memcpy(dst->v_cache + (size_t)l * (size_t)dst->n_ctx * row, src->v_cache + (size_t)l * (size_t)src->n_ctx * row,
+               (size_t)src->pos * row * sizeof(float));
+    }
+    memcpy(dst->lfa_carry, src->lfa_carry, (size_t)hp->n_layer * 2 * (size_t)hp->n_embd * sizeof(float));
+    dst->pos = src->pos;
+    return 0;
+}
+
 /* Scratch layout for T tokens (floats). */
 typedef struct {
     size_t h, x, xe, o1e, tmp1, o2, tmpH, f, q, k, v, atty, u, ffo, rq, rk, rv, rl, selw, dg, du, moe, cs, sn,

@@ -182,6 +182,10 @@ void model_seq_free(seq_state *s);
 /* Forget the sequence: pos = 0, carry zeroed (the cache is overwritten as it refills). */
 void model_seq_reset(seq_state *s);
 
+/* Copy the state of src (position, KV rows [0, pos), LFA carry) into dst, a state of the same model with
+ * dst->n_ctx >= src->pos: fork a sequence (prefix sharing, beam search, speculative decoding). */
+int model_seq_copy(seq_state *dst, const seq_state *src);
+
 /* ---- training activations ---------------------------------------------------------------------------- */
 
 /* What backward needs, per layer, for a forward of T tokens starting at position 0. Rows are tokens.

@@ -110,6 +110,23 @@ static void check_consistency(const model *m, const char *name) {
         T_CHECK(model_forward(m, s, ids, 3, NULL, 0, a) != 0, "%s: acts need pos 0", name);
         model_acts_free(a);
     }
+    /* fork: copy the state after 4 tokens into a bigger state, continue both: same logits as the full pass */
+    {
+        seq_state *a = model_seq_new(m, 16), *b = model_seq_new(m, 20), *c = model_seq_new(m, 2);
+        static float la[5 * 128], lb[5 * 128];
+        T_CHECK(a && b && c && model_forward(m, a, ids, 4, NULL, 0, NULL) == 0, "%s: fork prefill", name);
+        if (a && b && c) {
+            T_CHECK(model_seq_copy(b, a) == 0 && b->pos == 4, "%s: seq_copy", name);
+            T_CHECK(model_seq_copy(c, a) != 0, "%s: seq_copy into a small context refused", name);
+            T_CHECK(model_forward(m, a, ids + 4, 5, la, 0, NULL) == 0 && model_forward(m, b, ids + 4, 5, lb, 0, NULL) == 0,
+                    "%s: continue both", name);
+            T_CHECK(max_diff(la, full + 4 * V, (size_t)(5 * V)) <= tol && max_diff(lb, la, (size_t)(5 * V)) == 0,
+                    "%s: forked sequence = original", name);
+        }
+        model_seq_free(a);
+        model_seq_free(b);
+        model_seq_free(c);
+    }
     /* the model is shared read-only: two sequences on two threads at once give the single-threaded logits */
     {
         static float par[2][T * 128];
