@@ -801,6 +801,8 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
     for (int64_t t = 0; t < T; t++)
         CHECK(ids[t] >= 0 && ids[t] < hp->n_vocab, "token id %d out of range [0, %lld)", (int)ids[t],
               (long long)hp->n_vocab);
+    CHECK(T * (hp->n_expert_used > 0 ? hp->n_expert_used : 1) < INT32_MAX, "model_forward: %lld tokens in one call "
+          "is too many (split them)", (long long)T);
     if (acts) CHECK(s->pos == 0 && T <= acts->T, "model_forward: training activations need pos 0 and T <= %lld",
                     (long long)acts->T);
     TRY(ensure_scratch(s, T, &sl));
