@@ -34,7 +34,8 @@ static void usage(FILE *f) {
             "  --vocab V (default 32000) --ctx C (default 4096)\n"
             "  --router attention|linear (yuan2moe default attention; llama: linear) --lfa on|off (yuan2moe)\n"
             "  --dense-layers N (yuan2moe: first N layers dense) --tied on|off (yuan2moe on, llama off)\n"
-            "  --type f32|f16|bf16     matrix storage type (vectors stay f32; default f32)\n"
+            "  --type f32|f16|bf16|q8_0|q4_0  matrix storage type (default f32; vectors stay f32; with q8_0/q4_0\n"
+            "                          routers, LFA convs and rows not a multiple of 32 stay f32)\n"
             "  --vocab-from TOKENIZER  embed a tokenizer (.model / .gguf / tokenizer.bin); V = its size\n"
             "  --seed S (default 1) --std S (default 0.02)\n");
 }
@@ -238,8 +239,10 @@ int cmd_init(int argc, char **argv) {
     if (!ty || !strcmp(ty, "f32")) type = GGML_F32;
     else if (!strcmp(ty, "f16")) type = GGML_F16;
     else if (!strcmp(ty, "bf16")) type = GGML_BF16;
+    else if (!strcmp(ty, "q8_0")) type = GGML_Q8_0;
+    else if (!strcmp(ty, "q4_0")) type = GGML_Q4_0;
     else {
-        cli_usage_error(cmd, "--type must be f32, f16 or bf16, got '%s'", ty);
+        cli_usage_error(cmd, "--type must be f32, f16, bf16, q8_0 or q4_0, got '%s'", ty);
         goto done;
     }
     const char *vf = get(&s, "vocab-from");

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "quant.h"
 #include "util.h"
 
 static bool has(const char *name, const char *part) { return strstr(name, part) != NULL; }
@@ -67,6 +68,15 @@ int init_model_weights(model *m, uint64_t seed, float std) {
     return 0;
 }
 
+ggml_type init_tensor_type(const model_param *p, ggml_type type) {
+    if (p->n_dims < 2) return GGML_F32;
+    if (type != GGML_Q8_0 && type != GGML_Q4_0) return type;
+    if (strstr(p->name, "ffn_gate_inp") || strstr(p->name, "ffn_router_") || strstr(p->name, "lfa_conv") ||
+        p->ne[0] % QUANT_QK != 0)
+        return GGML_F32;
+    return type;
+}
+
 int init_write_gguf(const model *m, const char *path, ggml_type type, const tok_vocab *vocab) {
     gguf_writer *w = NULL;
     void **conv = NULL;
@@ -75,8 +85,8 @@ int init_write_gguf(const model *m, const char *path, ggml_type type, const tok_
     const float *flat = m->flat;
     int rc = -1;
     CHECK(flat && !m->gguf, "init: not a model_create'd model");
-    CHECK(type == GGML_F32 || type == GGML_F16 || type == GGML_BF16, "init: type %s not supported (F32, F16, BF16)",
-          ggml_type_name(type));
+    CHECK(type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || type == GGML_Q8_0 || type == GGML_Q4_0,
+          "init: type %s not supported (F32, F16, BF16, Q8_0, Q4_0)", ggml_type_name(type));
     if (vocab)
         CHECK(tok_n_vocab(vocab) == m->hp.n_vocab, "init: tokenizer has %d tokens, the model %lld",
               (int)tok_n_vocab(vocab), (long long)m->hp.n_vocab);
@@ -93,23 +103,21 @@ int init_write_gguf(const model *m, const char *path, ggml_type type, const tok_
         const model_param *p = &m->params[i];
         saved[i] = *p->view;
         n_saved = i + 1;
-        if (p->n_dims < 2 || type == GGML_F32) continue;
-        size_t bytes;
-        CHECK(moec_mul_ok(p->numel, 2, &bytes), "init: tensor %s too large", p->name);
-        uint16_t *h = moec_malloc(bytes);
-        TRY_PTR(h);
-        conv[i] = h;
+        ggml_type t = init_tensor_type(p, type);
+        if (t == GGML_F32) continue;
+        const int64_t ne0 = p->ne[0], rows = (int64_t)(p->numel / (size_t)ne0);
+        size_t rb = ggml_row_bytes(t, ne0), bytes;
+        CHECK(rb > 0 && moec_mul_ok(rb, (size_t)rows, &bytes), "init: tensor %s: bad size for %s", p->name,
+              ggml_type_name(t));
+        uint8_t *dst = moec_malloc(bytes);
+        TRY_PTR(dst);
+        conv[i] = dst;
         const float *src = flat + p->offset;
-        const int64_t n = (int64_t)p->numel;
-        if (type == GGML_F16) {
+        /* cannot fail: t is writable and ne0 a multiple of its block (init_tensor_type) */
 #pragma omp parallel for schedule(static)
-            for (int64_t j = 0; j < n; j++) h[j] = moec_f32_to_f16(src[j]);
-        } else {
-#pragma omp parallel for schedule(static)
-            for (int64_t j = 0; j < n; j++) h[j] = moec_f32_to_bf16(src[j]);
-        }
-        p->view->data = h;
-        p->view->type = type;
+        for (int64_t r = 0; r < rows; r++) (void)quant_row(t, src + r * ne0, dst + (size_t)r * rb, ne0);
+        p->view->data = dst;
+        p->view->type = t;
     }
     TRY(model_gguf_fill(m, w));
     if (vocab) TRY(tok_write_gguf(vocab, w));

@@ -35,8 +35,13 @@ void init_rule(const model *m, const model_param *p, float std, init_kind *kind,
  * -1 + error if m is not a model_create'd model or std is not positive. */
 int init_model_weights(model *m, uint64_t seed, float std);
 
-/* Write m (a model_create'd model) to path as GGUF: matrices (n_dims >= 2) stored as `type` (F32, F16 or BF16),
- * vectors as F32; tokenizer keys from vocab when vocab != NULL (its size must equal m's n_vocab).
+/* Storage type of parameter p when writing with matrix type `type`: vectors F32; matrices `type`, except that
+ * for Q8_0/Q4_0 the routers (ffn_gate_inp, ffn_router_*, small and precision-critical; llama.cpp's quantizer
+ * also keeps ffn_gate_inp), the LFA convs and matrices whose rows are not a multiple of 32 stay F32. */
+ggml_type init_tensor_type(const model_param *p, ggml_type type);
+
+/* Write m (a model_create'd model) to path as GGUF, each tensor stored as init_tensor_type(p, type) (type: F32,
+ * F16, BF16, Q8_0 or Q4_0); tokenizer keys from vocab when vocab != NULL (its size must equal m's n_vocab).
  * The flat buffer is not modified (converted copies are made and freed). Atomic write. */
 int init_write_gguf(const model *m, const char *path, ggml_type type, const tok_vocab *vocab);
 

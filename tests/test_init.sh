@@ -55,6 +55,14 @@ cmp -s "$tmp/y.gguf" "$tmp/c.gguf" && ok "config file + override == options" || 
     --type bf16 --tied on --seed 3 >/dev/null || bad "init llama dense bf16"
 "$MOEC" info "$tmp/lb.gguf" >/dev/null 2>&1 && ok "moec info loads dense llama bf16" || bad "moec info dense llama"
 
+# -- Q8_0 / Q4_0 storage (routers and LFA convs stay F32)
+for q in 8 2; do
+    qt=$([ $q = 8 ] && echo q8_0 || echo q4_0)
+    "$MOEC" init "$tmp/q$q.gguf" --dim 128 --layers 2 --heads 4 --experts 4 --ff 256 --vocab 320 --type $qt \
+        --seed 5 >/dev/null || bad "init --type $qt"
+    "$MOEC" info "$tmp/q$q.gguf" >/dev/null 2>&1 && ok "moec info loads a $qt yuan2moe" || bad "moec info $qt"
+done
+
 # -- tokenizer embedding
 TOKM="$S/data/tokenizers/llama2-tokenizer.model"
 if [ -f "$TOKM" ]; then
@@ -109,6 +117,15 @@ def read_gguf(path):
         if ty == 0: a = np.frombuffer(b, np.float32, n, base + off)
         elif ty == 1: a = np.frombuffer(b, np.float16, n, base + off).astype(np.float32)
         elif ty == 30: a = (np.frombuffer(b, np.uint16, n, base + off).astype(np.uint32) << 16).view(np.float32)
+        elif ty == 8:   # Q8_0: per 32 elements f16 d, int8 q[32]; x = d*q
+            blk = np.frombuffer(b, np.uint8, n // 32 * 34, base + off).reshape(-1, 34)
+            d = blk[:, :2].copy().view(np.float16).astype(np.float32)
+            a = (d * blk[:, 2:].copy().view(np.int8).astype(np.float32)).reshape(-1)
+        elif ty == 2:   # Q4_0: f16 d, u8 qs[16]; x[j] = d*((qs[j]&15)-8), x[j+16] = d*((qs[j]>>4)-8)
+            blk = np.frombuffer(b, np.uint8, n // 32 * 18, base + off).reshape(-1, 18)
+            d = blk[:, :2].copy().view(np.float16).astype(np.float32)
+            qs = blk[:, 2:].astype(np.int32)
+            a = (d * np.concatenate([(qs & 15) - 8, (qs >> 4) - 8], axis=1).astype(np.float32)).reshape(-1)
         else: raise SystemExit(f"unexpected type {ty}")
         out[name] = (ne, ty, a)
     return kv, out
@@ -138,16 +155,19 @@ def check_file(path, arch, exp_keys, mat_type, expect_names):
     for name, (ne, ty, a) in t.items():
         kind, s = rule(name, ne, L, H)
         want_ty = 0 if len(ne) == 1 else mat_type
+        if mat_type in (2, 8) and ("ffn_gate_inp" in name or "router" in name or "lfa_conv" in name or ne[0] % 32):
+            want_ty = 0
         check(ty == want_ty, f"{name}: type {ty}, expected {want_ty}")
         n = a.size
         if kind == "ones":
             check(np.all(a == 1.0), f"{name}: norm weights not all 1")
         elif kind == "normal":
             sd = float(a.std()); mu = float(a.mean())
-            tol = 6 / math.sqrt(2 * n) + (2e-3 if ty else 0)   # 6 sigma of the sample std, + rounding for 16-bit
+            # 6 sigma of the sample std, + rounding: 16-bit types, Q8_0 (~0.1%), Q4_0 (step ~0.3 sigma: ~1%)
+            tol = 6 / math.sqrt(2 * n) + {0: 0, 1: 2e-3, 30: 2e-3, 8: 5e-3, 2: 3e-2}[ty]
             check(abs(sd / s - 1) < tol, f"{name}: std {sd:.6g}, expected {s:.6g} (n={n})")
             check(abs(mu) < 6 * s / math.sqrt(n), f"{name}: mean {mu:.3g} not ~0 (n={n})")
-            if n >= 4096:
+            if n >= 4096 and ty in (0, 1, 30):
                 frac = float(np.mean(np.abs(a) < s))
                 check(abs(frac - 0.6827) < 0.03, f"{name}: {frac:.3f} within 1 sigma, normal has 0.683")
         else:
@@ -180,6 +200,11 @@ check(t[blk(0, "attn_k")][0] == [128, 64], f"GQA attn_k shape {t[blk(0, 'attn_k'
 check(not any("lfa" in n or "router" in n for n in t), "llama file has yuan tensors")
 kv, t = check_file(f"{tmp}/lb.gguf", "llama", dict(feed_forward_length=256), 30, [blk(1, "ffn_down")])
 check("output.weight" not in t, "tied model has output.weight")
+for q in (8, 2):
+    kv, t = check_file(f"{tmp}/q{q}.gguf", "yuan2moe", dict(expert_count=4, lfa=True), q,
+                       [blk(0, "lfa_conv1"), blk(0, "ffn_router_q"), blk(0, "ffn_down_exps")])
+    a = t[blk(0, "attn_q")][2]
+    check(len(np.unique(a[:32])) <= (16 if q == 2 else 255), f"type {q}: attn_q not quantized")
 import os
 if os.path.exists(f"{tmp}/v.gguf"):
     kv, _ = read_gguf(f"{tmp}/v.gguf")
@@ -206,7 +231,7 @@ expect_err "arch" "$tmp/e.gguf" --arch gpt2
 expect_err "top-k" "$tmp/e.gguf" --experts 2 --top-k 3
 expect_err "LFA" "$tmp/e.gguf" --arch llama --lfa on
 expect_err "GQA" "$tmp/e.gguf" --kv-heads 2
-expect_err "type" "$tmp/e.gguf" --type q4_0
+expect_err "type" "$tmp/e.gguf" --type q4_k
 expect_err "cannot open config" "$tmp/e.gguf" --config "$tmp/nonexistent.cfg"
 printf 'dim = 64\nthis line is junk\n' >"$tmp/bad.cfg"
 expect_err "bad.cfg:2" "$tmp/e.gguf" --config "$tmp/bad.cfg"

@@ -44,4 +44,22 @@ ok = a["tokens"] == b["tokens"]
 print(("ok   " if ok else "FAIL ") + f"greedy tokens moec {a['tokens']} vs llama.cpp {b['tokens']}")
 sys.exit(0 if ok else 1)
 PYEOF
+
+# Q8_0 / Q4_0 files written by moec init: llama.cpp must load them (block layout) and start with the same tokens
+# (llama.cpp rounds activations to 8 bits in these matmuls, so only a common prefix of 4 is required)
+for q in q8_0 q4_0; do
+    "$MOEC" init "$tmp/$q.gguf" --arch llama --dim 64 --layers 2 --heads 4 --kv-heads 2 --experts 4 --top-k 2 \
+        --ff 96 --tied off --vocab-from "$TOKM" --seed 11 --std 0.2 --type $q >/dev/null || { bad "init $q"; continue; }
+    "$MOEC" bench -m "$tmp/$q.gguf" -t 1 -p 24 -n 16 --json >"$tmp/m$q.json" 2>"$tmp/err" || { bad "moec bench $q: $(cat "$tmp/err")"; continue; }
+    UV_THREADPOOL_SIZE=1 node bench/llamacpp.mjs "$tmp/$q.gguf" -t 1 -p 24 -n 16 >"$tmp/l$q.json" 2>"$tmp/err" \
+        || { bad "llama.cpp $q: $(head -c 600 "$tmp/err")"; continue; }
+    "$PY" - "$tmp/m$q.json" "$tmp/l$q.json" "$q" <<'PYEOF' || fail=1
+import json, sys
+a, b = (json.load(open(p))["tokens"] for p in sys.argv[1:3])
+k = 0
+while k < min(len(a), len(b)) and a[k] == b[k]: k += 1
+print(("ok   " if k >= 4 else "FAIL ") + f"{sys.argv[3]}: moec and llama.cpp agree on the first {k} of 16 greedy tokens")
+sys.exit(0 if k >= 4 else 1)
+PYEOF
+done
 exit $fail
