@@ -956,7 +956,8 @@ static size_t norm_prefix(const tok_vocab *v, const char *s, size_t n, const cha
         }
         if (best > 0 && best_val < v->repl_len) {
             *out = v->repl + best_val;
-            *out_len = strnlen(*out, v->repl_len - best_val);
+            const char *z = memchr(*out, 0, v->repl_len - best_val);
+            *out_len = z ? (size_t)(z - *out) : v->repl_len - best_val;
             return best;
         }
     }

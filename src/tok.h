@@ -74,10 +74,11 @@ size_t tok_max_piece_len(const tok_vocab *v);
 
 /* ---- encoding -------------------------------------------------------------------------------------- */
 enum {
-    TOK_ENC_SPECIAL = 1u << 0, /* pre-split the special set (control, user-defined, unknown, added, Yuan's
-                                  named specials) out of the text, longest match first; each text chunk
-                                  between them is encoded on its own (with its own dummy prefix, as
-                                  HuggingFace's legacy LlamaTokenizer does) */
+    TOK_ENC_SPECIAL = 1u << 0, /* pre-split the special set (control and unknown pieces, tok_add_special
+                                  pieces, Yuan's named specials) out of the text, leftmost-longest; each
+                                  text chunk between them is encoded on its own (with its own dummy prefix,
+                                  as HuggingFace's legacy LlamaTokenizer does). USER_DEFINED pieces are
+                                  always matched, with or without this flag, as SentencePiece does. */
     TOK_ENC_BOS = 1u << 1,     /* prepend tok_bos (error if none) */
     TOK_ENC_EOS = 1u << 2,     /* append tok_eos (error if none) */
 };
