@@ -567,6 +567,10 @@ typedef struct {
     size_t nbytes;
     const void *data;
     void *owned;
+    gguf_fill_fn fill;
+    void *fill_user;
+    size_t rb;
+    uint64_t rows;
 } wtensor;
 
 struct gguf_writer {
@@ -696,7 +700,7 @@ int gguf_w_copy_kv(gguf_writer *w, const gguf_file *f, const char *key) {
 }
 
 static int w_add(gguf_writer *w, const char *name, ggml_type type, uint32_t n_dims, const int64_t *ne,
-                 const void *data, bool copy) {
+                 const void *data, bool copy, gguf_fill_fn fill, void *fill_user) {
     size_t nl = strlen(name), rb, nbytes;
     CHECK(nl > 0 && nl <= GGUF_MAX_NAME, "gguf writer: tensor name '%.70s' must have 1..%u bytes", name,
           GGUF_MAX_NAME);
@@ -728,6 +732,10 @@ static int w_add(gguf_writer *w, const char *name, ggml_type type, uint32_t n_di
     t->n_dims = n_dims;
     for (int d = 0; d < 4; d++) t->ne[d] = (uint32_t)d < n_dims ? ne[d] : 1;
     t->nbytes = nbytes;
+    t->rb = rb;
+    t->rows = rows;
+    t->fill = fill;
+    t->fill_user = fill_user;
     if (copy) {
         t->owned = moec_malloc(nbytes ? nbytes : 1);
         TRY_PTR(t->owned);
@@ -744,11 +752,16 @@ fail:
 
 int gguf_w_add_tensor(gguf_writer *w, const char *name, ggml_type type, uint32_t n_dims, const int64_t *ne,
                       const void *data) {
-    return w_add(w, name, type, n_dims, ne, data, false);
+    return w_add(w, name, type, n_dims, ne, data, false, NULL, NULL);
 }
 int gguf_w_add_tensor_copy(gguf_writer *w, const char *name, ggml_type type, uint32_t n_dims, const int64_t *ne,
                            const void *data) {
-    return w_add(w, name, type, n_dims, ne, data, true);
+    return w_add(w, name, type, n_dims, ne, data, true, NULL, NULL);
+}
+int gguf_w_add_tensor_fill(gguf_writer *w, const char *name, ggml_type type, uint32_t n_dims, const int64_t *ne,
+                           gguf_fill_fn fill, void *user) {
+    if (!fill) return moec_set_error("gguf writer: tensor '%s' without fill function", name);
+    return w_add(w, name, type, n_dims, ne, NULL, false, fill, user);
 }
 
 /* Buffered output to the temp file, counting bytes written. */
@@ -821,8 +834,27 @@ int gguf_w_write(gguf_writer *w, const char *path) {
         if (off % align) off += align - off % align;
     }
     wo_pad(&o, align);
-    for (size_t i = 0; i < w->n_t; i++) {
-        wo_put(&o, w->t[i].data, w->t[i].nbytes);
+    for (size_t i = 0; i < w->n_t && !o.err; i++) {
+        const wtensor *t = &w->t[i];
+        if (!t->fill) {
+            wo_put(&o, t->data, t->nbytes);
+        } else { /* produce the rows in chunks of about 8 MB */
+            uint64_t chunk = t->rb ? (8u << 20) / t->rb : 1;
+            if (chunk < 1) chunk = 1;
+            if (chunk > t->rows) chunk = t->rows;
+            void *buf = moec_malloc((size_t)chunk * t->rb);
+            if (!buf) goto fail;
+            for (uint64_t r0 = 0; r0 < t->rows && !o.err; r0 += chunk) {
+                uint64_t nr = t->rows - r0 < chunk ? t->rows - r0 : chunk;
+                if (t->fill(t->fill_user, buf, (int64_t)r0, (int64_t)nr) != 0) {
+                    moec_free(buf);
+                    moec_wrap_error("%s: tensor '%s'", path, t->name);
+                    goto fail;
+                }
+                wo_put(&o, buf, (size_t)nr * t->rb);
+            }
+            moec_free(buf);
+        }
         wo_pad(&o, align);
     }
     if (o.err) goto fail;

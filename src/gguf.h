@@ -104,6 +104,13 @@ int gguf_w_add_tensor(gguf_writer *w, const char *name, ggml_type type, uint32_t
                       const void *data);
 int gguf_w_add_tensor_copy(gguf_writer *w, const char *name, ggml_type type, uint32_t n_dims, const int64_t *ne,
                            const void *data);
+/* Add a tensor whose bytes are produced while the file is written, a chunk of rows at a time (so converting a
+ * model never holds the whole output in memory): fill(user, dst, row0, nrows) must write rows [row0, row0+nrows)
+ * (a row = ggml_row_bytes(type, ne[0]) bytes; rows = ne[1]*ne[2]*ne[3]) to dst and return 0, or -1 with the error
+ * set (the write then fails and no file is left). */
+typedef int (*gguf_fill_fn)(void *user, void *dst, int64_t row0, int64_t nrows);
+int gguf_w_add_tensor_fill(gguf_writer *w, const char *name, ggml_type type, uint32_t n_dims, const int64_t *ne,
+                           gguf_fill_fn fill, void *user);
 /* Write the file atomically (path.tmp, fsync, rename). */
 int gguf_w_write(gguf_writer *w, const char *path);
 

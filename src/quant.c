@@ -2,8 +2,10 @@
 #include "quant.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
+#include "kern.h"
 #include "util.h"
 
 static inline uint16_t rd16(const uint8_t *p) {
@@ -152,4 +154,117 @@ int quant_row(ggml_type t, const float *x, void *dst, int64_t n) {
     default: break;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* model files                                                                                    */
+
+int quant_file_type(ggml_type t) {
+    switch (t) {
+    case GGML_F32: return 0;
+    case GGML_F16: return 1;
+    case GGML_Q4_0: return 2;
+    case GGML_Q8_0: return 7;
+    case GGML_BF16: return 32;
+    default: return -1;
+    }
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+ggml_type quant_pick_type(const char *name, uint32_t n_dims, int64_t ne0, ggml_type cur, ggml_type target) {
+    if (n_dims < 2 || !ends_with(name, ".weight") || strncmp(name, "train.", 6) == 0) return cur;
+    if (ends_with(name, "_norm.weight") || strstr(name, "ffn_gate_inp") || strstr(name, "ffn_router_") ||
+        strstr(name, "lfa_conv"))
+        return cur;
+    ggml_type t = target;
+    if (target == GGML_Q4_0 && (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight"))) t = GGML_Q8_0;
+    size_t be = 1;
+    if (ggml_type_block(t, &be, NULL) != 0 || ne0 % (int64_t)be != 0) return cur;
+    return t;
+}
+
+typedef struct {
+    const gguf_tensor *src;
+    ggml_type dst;
+    size_t src_rb, dst_rb;
+} quant_job;
+
+/* gguf_fill_fn: rows [row0, row0+nrows) of src converted to dst */
+static int quant_fill(void *user, void *dst, int64_t row0, int64_t nrows) {
+    const quant_job *j = user;
+    int64_t n = j->src->ne[0];
+    int bad = 0;
+#pragma omp parallel if (nrows * n >= 65536)
+    {
+        float *row = moec_malloc((size_t)n * sizeof(float));
+        if (!row) {
+#pragma omp atomic write
+            bad = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < nrows; r++) {
+            if (!row) continue;
+            const uint8_t *s = (const uint8_t *)j->src->data + (size_t)(row0 + r) * j->src_rb;
+            uint8_t *d = (uint8_t *)dst + (size_t)r * j->dst_rb;
+            if (kern_row_to_f32(row, s, j->src->type, n) != 0 || quant_row(j->dst, row, d, n) != 0) {
+#pragma omp atomic write
+                bad = 1;
+            }
+        }
+        moec_free(row);
+    }
+    return bad ? moec_set_error("converting rows to %s failed", ggml_type_name(j->dst)) : 0;
+}
+
+int quant_model_file(const char *in, const char *out, ggml_type target, int64_t *n_changed) {
+    gguf_file *f = NULL;
+    gguf_writer *w = NULL;
+    quant_job *jobs = NULL;
+    int64_t changed = 0;
+    bool any_quant = false;
+    CHECK(quant_can_write(target), "quantize: cannot write type %s (f32, f16, bf16, q8_0, q4_0)",
+          ggml_type_name(target));
+    TRY_PTR(f = gguf_open(in));
+    TRY_PTR(w = gguf_w_new());
+    for (int64_t i = 0; i < gguf_n_kv(f); i++) {
+        const char *k = gguf_key(f, i);
+        if (!strcmp(k, "general.file_type") || !strcmp(k, "general.quantization_version")) continue;
+        TRY(gguf_w_copy_kv(w, f, k));
+    }
+    int64_t nt = gguf_n_tensors(f);
+    jobs = moec_calloc(nt ? (size_t)nt : 1, sizeof(quant_job));
+    TRY_PTR(jobs);
+    for (int64_t i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        ggml_type dt = quant_pick_type(t->name_z, t->n_dims, t->ne[0], t->type, target);
+        if (dt == GGML_Q8_0 || dt == GGML_Q4_0 || dt == GGML_Q4_K || dt == GGML_Q6_K || dt == GGML_Q4_1)
+            any_quant = true;
+        if (dt == t->type) {
+            TRY(gguf_w_add_tensor(w, t->name_z, t->type, t->n_dims, t->ne, t->data));
+            continue;
+        }
+        CHECK(t->type == GGML_F32 || t->type == GGML_F16 || t->type == GGML_BF16 || t->type == GGML_Q8_0 ||
+                  t->type == GGML_Q4_0 || t->type == GGML_Q4_K || t->type == GGML_Q6_K,
+              "%s: tensor '%s' has type %s, which moec cannot convert", in, t->name_z, ggml_type_name(t->type));
+        jobs[i] = (quant_job){t, dt, ggml_row_bytes(t->type, t->ne[0]), ggml_row_bytes(dt, t->ne[0])};
+        TRY(gguf_w_add_tensor_fill(w, t->name_z, dt, t->n_dims, t->ne, quant_fill, &jobs[i]));
+        changed++;
+    }
+    TRY(gguf_w_set_u32(w, "general.file_type", (uint32_t)quant_file_type(target)));
+    if (any_quant) TRY(gguf_w_set_u32(w, "general.quantization_version", 2));
+    TRY(gguf_w_write(w, out));
+    if (n_changed) *n_changed = changed;
+    gguf_w_free(w);
+    moec_free(jobs);
+    gguf_close(f);
+    return 0;
+fail:
+    gguf_w_free(w);
+    moec_free(jobs);
+    gguf_close(f);
+    return -1;
 }

@@ -38,4 +38,23 @@ int quant_row(ggml_type t, const float *x, void *dst, int64_t n);
 /* Can quant_row produce this type? */
 int quant_can_write(ggml_type t);
 
+/* llama.cpp's general.file_type value for a model whose matrices are mostly of type t (F32 0, F16 1, Q4_0 2,
+ * Q8_0 7, BF16 32); -1 for other types. */
+int quant_file_type(ggml_type t);
+
+/* The storage type `moec quantize` gives tensor `name` (n_dims, ne[0]) of current type `cur` when the requested
+ * type is `target` (docs/quantization.md):
+ *   - 1-D tensors, non-".weight" tensors, norms (*_norm.weight), routers (ffn_gate_inp, ffn_router_*), LFA
+ *     convolutions (lfa_conv*), and training state (train.*) keep their type;
+ *   - rows whose length is not a multiple of the target's block size keep their type;
+ *   - token_embd.weight and output.weight become Q8_0 when the target is Q4_0 (sensitive, and looked up by row);
+ *   - every other matrix (2-D and 3-D expert stacks) becomes `target`. */
+ggml_type quant_pick_type(const char *name, uint32_t n_dims, int64_t ne0, ggml_type cur, ggml_type target);
+
+/* Convert a GGUF model: every KV copied, tensors converted per quant_pick_type (dequantize -> fp32 -> target,
+ * or a byte copy when the type does not change), general.file_type set, general.quantization_version = 2 when a
+ * tensor is quantized. Streams (the output is never held in memory) and writes atomically.
+ * n_changed (may be NULL): number of tensors whose type changed. */
+int quant_model_file(const char *in, const char *out, ggml_type target, int64_t *n_changed);
+
 #endif

@@ -248,6 +248,16 @@ static const char *tmp_path(const char *name) {
     return buf;
 }
 
+/* gguf_fill_fn for the fill test: rows of 35 floats i*0.25-3 (the f32v pattern); *calls = -1 means fail */
+static int fill_rows(void *user, void *dst, int64_t row0, int64_t nrows) {
+    int *calls = user;
+    if (*calls < 0) return moec_set_error("fill failed on purpose");
+    (*calls)++;
+    float *d = dst;
+    for (int64_t i = 0; i < nrows * 35; i++) d[i] = (float)(row0 * 35 + i) * 0.25f - 3.0f;
+    return 0;
+}
+
 static void check_roundtrip(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s", tmp_path("rt.gguf"));
@@ -385,6 +395,34 @@ static void check_roundtrip(void) {
     gguf_close(f);
     unlink(path);
     unlink(path2);
+    /* tensors produced at write time (gguf_w_add_tensor_fill): equal to the referenced version; a failing fill
+     * makes the write fail and leaves neither the file nor a temp file */
+    {
+        gguf_writer *w3 = gguf_w_new();
+        int64_t ne3[2] = {35, 2};
+        int fill_calls = 0;
+        T_CHECK(gguf_w_add_tensor_fill(w3, "f32", GGML_F32, 2, ne3, fill_rows, &fill_calls) == 0, "add fill");
+        char path3[1024];
+        snprintf(path3, sizeof path3, "%s", tmp_path("rt3.gguf"));
+        T_CHECK(gguf_w_write(w3, path3) == 0, "write fill: %s", moec_last_error());
+        gguf_w_free(w3);
+        gguf_file *f3 = gguf_open(path3);
+        const gguf_tensor *t3 = f3 ? gguf_find_tensor(f3, "f32") : NULL;
+        T_CHECK(t3 && t3->nbytes == 280 && !memcmp(t3->data, f32v, 280) && fill_calls == 1, "fill round trip");
+        gguf_close(f3);
+        unlink(path3);
+        w3 = gguf_w_new();
+        fill_calls = -1; /* fail */
+        gguf_w_add_tensor_fill(w3, "f32", GGML_F32, 2, ne3, fill_rows, &fill_calls);
+        T_CHECK(gguf_w_write(w3, path3) != 0 && strstr(moec_last_error(), "fill failed") &&
+                    strstr(moec_last_error(), "'f32'"),
+                "failing fill: %s", moec_last_error());
+        T_CHECK(access(path3, F_OK) != 0, "no output after a failed fill");
+        gguf_w_free(w3);
+        char tmpf[1100];
+        snprintf(tmpf, sizeof tmpf, "%s.tmp.%d", path3, (int)getpid());
+        T_CHECK(access(tmpf, F_OK) != 0, "no temp file after a failed fill");
+    }
     /* unwritable destination: error, no crash */
     w = gguf_w_new();
     T_CHECK(gguf_w_write(w, "/nonexistent-dir/x.gguf") != 0 && strstr(moec_last_error(), "/nonexistent-dir"),

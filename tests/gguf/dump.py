@@ -59,6 +59,46 @@ class R:
         return self.take(self.u("<Q"))
 
 
+def load(path):
+    """(kvs, tensors): kvs = {key: (type, value or (elem_type, [items]), raw value bytes)},
+    tensors = {name: (type_name, ne, raw data bytes)}; for tests that need the values, not the dump."""
+    b = open(path, "rb").read()
+    r = R(b)
+    assert r.take(4) == b"GGUF", "bad magic"
+    r.u("<I")
+    nt, nkv = r.u("<Q"), r.u("<Q")
+    kvs, align = {}, 32
+    for _ in range(nkv):
+        key = r.s().decode("utf-8", "surrogateescape")
+        t = r.u("<I")
+        start = r.p
+        if t == 9:
+            et, n = r.u("<I"), r.u("<Q")
+            v = (et, [r.s() if et == 8 else r.u(FMT[et]) for _ in range(n)])
+        elif t == 8:
+            v = r.s()
+        else:
+            v = r.u(FMT[t])
+            if key == "general.alignment":
+                align = v
+        kvs[key] = (t, v, b[start:r.p])
+    infos = []
+    for _ in range(nt):
+        name = r.s().decode("utf-8", "surrogateescape")
+        nd = r.u("<I")
+        ne = [r.u("<Q") for _ in range(nd)]
+        infos.append((name, ne, r.u("<I"), r.u("<Q")))
+    ds = (r.p + align - 1) // align * align
+    tensors = {}
+    for name, ne, ty, off in infos:
+        tn, be, bb = GT[ty]
+        n = 1
+        for x in ne:
+            n *= x
+        tensors[name] = (tn, ne, b[ds + off:ds + off + n // be * bb])
+    return kvs, tensors
+
+
 def main(path):
     b = open(path, "rb").read()
     r = R(b)
