@@ -70,7 +70,12 @@ async function perf() {
 // what the text is; the ids only decide which embedding rows are read).
 
 
-const vocab = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 32000;
+// V = the number of tokenizer pieces (= rows of token_embd, which llama.cpp checks at load)
+const vocab = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length;
+if (!Number.isInteger(vocab) || vocab < 4) {
+    process.stderr.write(`llamacpp.mjs: cannot read the vocabulary size of ${model_path}\n`);
+    process.exit(1);
+}
 const prompt = [];
 for (let i = 0; i < n_prompt; i++) prompt.push(3 + ((i * 7919) % Math.max(1, vocab - 3)));
 
@@ -82,7 +87,7 @@ const tokens = [];
 // as a single-token batch: n_gen + 1 iterations give exactly n_gen single-token decode steps.
 const gen = seq.evaluate(prompt, { temperature: 0 });
 for await (const tok of gen) {
-    if (tokens.length < 16) tokens.push(Number(tok));
+    if (tokens.length < Math.min(16, n_gen)) tokens.push(Number(tok));
     if (++generated > n_gen) break;
 }
 const wall_s = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -95,6 +100,7 @@ const out = {
     peer: "node-llama-cpp@" + JSON.parse(fs.readFileSync(new URL("./node_modules/node-llama-cpp/package.json", import.meta.url))).version,
     model: model_path,
     threads,
+    n_vocab: vocab,
     n_prompt: p.pe_n,
     n_gen: p.ev_n,
     pp_ms: p.pe_ms,

@@ -45,6 +45,16 @@ static int32_t argmax(const float *x, int64_t n) {
     return (int32_t)b;
 }
 
+/* s as a JSON string body (quotes, backslashes and control characters escaped). */
+static void json_str(const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *cmd = argv[0], *path = NULL;
     long threads = 0, n_prompt = 512, n_gen = 128;
@@ -119,10 +129,12 @@ int cmd_bench(int argc, char **argv) {
     double rss = peak_rss_mb();
     int nthr = omp_get_max_threads();
     if (json) {
-        printf("{\"engine\":\"moec\",\"model\":\"%s\",\"threads\":%d,\"n_prompt\":%ld,\"n_gen\":%ld,"
+        printf("{\"engine\":\"moec\",\"model\":\"");
+        json_str(path);
+        printf("\",\"threads\":%d,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,"
                "\"pp_ms\":%.3f,\"tg_ms\":%.3f,\"pp_tps\":%.4f,\"tg_tps\":%.4f,\"rss_max_mb\":%.1f,"
                "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,\"tokens\":[",
-               path, nthr, n_prompt, n_gen, t_pp * 1e3, t_tg * 1e3, pp_tps, tg_tps, rss, st.weight_bytes_per_token,
+               nthr, (long long)V, n_prompt, n_gen, t_pp * 1e3, t_tg * 1e3, pp_tps, tg_tps, rss, st.weight_bytes_per_token,
                st.flops_per_token);
         for (long k = 0; k < n_gen && k < 16; k++) printf("%s%d", k ? "," : "", (int)gen[k]);
         printf("]}\n");
