@@ -48,7 +48,9 @@ typedef struct {
 #endif
 #define KQ_TOK 64     /* tokens per work item (quantized) */
 #define KQ_ROWS 64    /* rows per work item (quantized) */
-#define PAR_MIN_MACS 65536.0 /* below this many multiply-adds a call runs on the calling thread only */
+#ifndef PAR_MIN_MACS
+#define PAR_MIN_MACS 262144.0 /* below this many multiply-adds (512x512 at T=1) a call runs on the calling thread */
+#endif
 
 /* ---------------------------------------------------------------------------------------------- */
 /* helpers                                                                                        */
@@ -68,10 +70,19 @@ static int use_simd(void) {
 #if KERN_X86 && defined(__GNUC__)
     const char *e = getenv("MOEC_KERN");
     if (e && strcmp(e, "scalar") == 0) return 0;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-    unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    /* The CPU's features never change: probe once. (CPUID traps to the hypervisor in a VM and costs ~20 us, far
+     * more than a small matmul.) 0 = not probed yet, 1 = no, 2 = yes; racing first calls store the same value. */
+    static _Atomic int cpu_ok;
+    int v = cpu_ok;
+    if (v == 0) {
+        __builtin_cpu_init();
+        unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
+        int yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+                  (c & (1u << 29));
+        v = yes ? 2 : 1;
+        cpu_ok = v;
+    }
+    return v == 2;
 #else
     return 0;
 #endif
