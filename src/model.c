@@ -610,13 +610,14 @@ int model_seq_copy(seq_state *dst, const seq_state *src) {
         return moec_set_error("model_seq_copy: %lld positions do not fit a context of %lld", (long long)src->pos,
                               (long long)dst->n_ctx);
     const model_hparams *hp = &src->m->hp;
-    size_t row = (size_t)(hp->n_head_kv * hp->head_dim);
-    for (int64_t l = 0; l < hp->n_layer; l++) {
-        memcpy(dst->k_cache + (size_t)l * (size_t)dst->n_ctx * row, src->k_cache + (size_t)l * (size_t)src->n_ctx * row,
-               (size_t)src->pos * row * sizeof(float));
-        memcpy(dst->v_cache + (size_t)l * (size_t)dst->n_ctx * row, src->v_cache + (size_t)l * (size_t)src->n_ctx * row,
-               (size_t)src->pos * row * sizeof(float));
-    }
+    size_t d = (size_t)hp->head_dim, n = (size_t)src->pos * d * sizeof(float);
+    for (int64_t l = 0; l < hp->n_layer; l++)
+        for (int64_t g = 0; g < hp->n_head_kv; g++) {
+            size_t so = ((size_t)l * (size_t)hp->n_head_kv + (size_t)g) * (size_t)src->n_ctx * d;
+            size_t dof = ((size_t)l * (size_t)hp->n_head_kv + (size_t)g) * (size_t)dst->n_ctx * d;
+            memcpy(dst->k_cache + dof, src->k_cache + so, n);
+            memcpy(dst->v_cache + dof, src->v_cache + so, n);
+        }
     memcpy(dst->lfa_carry, src->lfa_carry, (size_t)hp->n_layer * 2 * (size_t)hp->n_embd * sizeof(float));
     dst->pos = src->pos;
     return 0;
@@ -859,13 +860,18 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             ops_rope(q, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
             ops_rope(k, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
         }
+        /* head-major cache [n_kv][n_ctx][d]: each head's keys are one contiguous stream for attention */
         float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * (size_t)Pkv;
         float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * (size_t)Pkv;
-        memcpy(kc + pos0 * Pkv, k, (size_t)(T * Pkv) * sizeof(float));
-        memcpy(vc + pos0 * Pkv, v, (size_t)(T * Pkv) * sizeof(float));
+        for (int64_t g = 0; g < nkv; g++)
+            for (int64_t t = 0; t < T; t++) {
+                size_t dst = ((size_t)g * (size_t)s->n_ctx + (size_t)(pos0 + t)) * (size_t)d;
+                memcpy(kc + dst, k + t * Pkv + g * d, (size_t)d * sizeof(float));
+                memcpy(vc + dst, v + t * Pkv + g * d, (size_t)d * sizeof(float));
+            }
         float *atty = la ? la->atty : S + sl.atty;
-        ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, Pkv, pos0, T, nh, nkv, d, scale, att_scr,
-                              s->att_threads);
+        ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, d, s->n_ctx * d, pos0, T, nh, nkv, d, scale,
+                              att_scr, s->att_threads);
         TRY(matmul(tmpH, atty, &L->wo, T));
         ops_add(h, tmpH, T * H);
         if (la) memcpy(la->h_mid, h, (size_t)(T * H) * sizeof(float));

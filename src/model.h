@@ -164,8 +164,8 @@ typedef struct seq_state {
     const model *m;
     int64_t n_ctx;     /* capacity in positions */
     int64_t pos;       /* tokens processed so far (= position of the next token) */
-    float *k_cache;    /* [L][n_ctx][n_kv·d], after RoPE */
-    float *v_cache;    /* [L][n_ctx][n_kv·d] */
+    float *k_cache;    /* [L][n_kv][n_ctx][d] (head-major), after RoPE */
+    float *v_cache;    /* [L][n_kv][n_ctx][d] */
     float *lfa_carry;  /* [L][2][H]: normed inputs x[pos-2], x[pos-1] (zeros before the start) */
     /* scratch, grown on demand for the largest T seen (internal) */
     float *scratch;

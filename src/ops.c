@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -100,13 +101,71 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* AVX2+FMA versions of dot8/axpy for the attention loops, chosen once per call (the same path for every
+ * query, so decode and full pass still agree). MOEC_KERN=scalar forces the portable path, as in kern.c. */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#define OPS_X86 1
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *restrict y, float a, const float *restrict x,
+                                                          int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+static int ops_simd(void) {
+    const char *e = getenv("MOEC_KERN");
+    if (e && !strcmp(e, "scalar")) return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+#define OPS_X86 0
+static int ops_simd(void) { return 0; }
+#endif
+
+static inline float att_dot(int simd, const float *a, const float *b, int64_t n) {
+#if OPS_X86
+    if (simd) return dot_avx2(a, b, n);
+#endif
+    (void)simd;
+    return dot8(a, b, n);
+}
+static inline void att_axpy(int simd, float *restrict y, float a, const float *restrict x, int64_t n) {
+#if OPS_X86
+    if (simd) {
+        axpy_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    (void)simd;
+    axpy(y, a, x, n);
+}
+
 /* Core of both attention entry points: queries are processed in blocks of B of the same head, so each K and V
  * row is loaded once per block (B dots / B axpys), instead of once per query. Per query the arithmetic (and its
  * order) is the same for every B, so results do not depend on B. scratch: n_thr x B x (pos0+T) floats. */
 static void attention_core(float *out, float *probs, const float *q, const float *kc, const float *vc,
-                           int64_t kv_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
+                           int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
                            float scale, float *scratch, int n_thr, int64_t B) {
     int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
+    const int simd = ops_simd();
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 65536)
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t b = 0; b < nb; b++) {
@@ -115,12 +174,13 @@ static void attention_core(float *out, float *probs, const float *q, const float
             th = omp_get_thread_num();
 #endif
             float *sc = scratch + (size_t)th * (size_t)B * (size_t)Tk;
-            int64_t t0 = b * B, t1 = t0 + B < T ? t0 + B : T, nq = t1 - t0, kvo = (h / g) * d, nmax = pos0 + t1;
+            int64_t t0 = b * B, t1 = t0 + B < T ? t0 + B : T, nq = t1 - t0, kvo = (h / g) * head_stride, nmax = pos0 + t1;
             /* scores: query t sees keys j <= pos0 + t */
             for (int64_t j = 0; j < nmax; j++) {
                 const float *kj = kc + j * kv_stride + kvo;
                 int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
-                for (int64_t qi = q0; qi < nq; qi++) sc[qi * Tk + j] = dot8(q + ((t0 + qi) * n_head + h) * d, kj, d) * scale;
+                for (int64_t qi = q0; qi < nq; qi++)
+                    sc[qi * Tk + j] = att_dot(simd, q + ((t0 + qi) * n_head + h) * d, kj, d) * scale;
             }
             for (int64_t qi = 0; qi < nq; qi++) {
                 float *o = out + ((t0 + qi) * n_head + h) * d;
@@ -130,7 +190,8 @@ static void attention_core(float *out, float *probs, const float *q, const float
             for (int64_t j = 0; j < nmax; j++) {
                 const float *vj = vc + j * kv_stride + kvo;
                 int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
-                for (int64_t qi = q0; qi < nq; qi++) axpy(out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vj, d);
+                for (int64_t qi = q0; qi < nq; qi++)
+                    att_axpy(simd, out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vj, d);
             }
             if (probs)
                 for (int64_t qi = 0; qi < nq; qi++) {
@@ -145,13 +206,13 @@ static void attention_core(float *out, float *probs, const float *q, const float
 void ops_attention(float *out, float *probs, const float *q, const float *kc, const float *vc, int64_t kv_stride,
                    int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch,
                    int n_thr) {
-    attention_core(out, probs, q, kc, vc, kv_stride, pos0, T, n_head, n_kv, d, scale, scratch, n_thr, 1);
+    attention_core(out, probs, q, kc, vc, kv_stride, d, pos0, T, n_head, n_kv, d, scale, scratch, n_thr, 1);
 }
 
 void ops_attention_blocked(float *out, float *probs, const float *q, const float *kc, const float *vc,
-                           int64_t kv_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
+                           int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
                            float scale, float *scratch, int n_thr) {
-    attention_core(out, probs, q, kc, vc, kv_stride, pos0, T, n_head, n_kv, d, scale, scratch, n_thr,
+    attention_core(out, probs, q, kc, vc, kv_stride, head_stride, pos0, T, n_head, n_kv, d, scale, scratch, n_thr,
                    OPS_ATT_BLOCK);
 }
 

@@ -85,7 +85,7 @@ int main(void) {
         for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = moec_rng_normal(&r);
         for (size_t i = 0; i < sizeof kc / sizeof kc[0]; i++) kc[i] = moec_rng_normal(&r), vc[i] = moec_rng_normal(&r);
         ops_attention(o1, p1, q, kc, vc, NKV * D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
-        ops_attention_blocked(o2, p2, q, kc, vc, NKV * D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
+        ops_attention_blocked(o2, p2, q, kc, vc, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
         T_CHECK(!memcmp(o1, o2, sizeof o1) && !memcmp(p1, p2, sizeof p1), "blocked attention identical");
         double worst = 0;
         for (int h = 0; h < NH; h++)
