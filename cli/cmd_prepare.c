@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "data.h"
@@ -108,6 +109,9 @@ int cmd_prepare(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/val.bin", out_dir);
         if (data_shard_write(path, all + n_train, n_val, V, 0) != 0) goto fail;
         fprintf(stderr, "moec prepare: %s: %zu tokens\n", path, n_val);
+    } else {
+        snprintf(path, sizeof path, "%s/val.bin", out_dir);
+        unlink(path); /* no stale validation shard from an earlier run */
     }
     rc = 0;
     goto done;
