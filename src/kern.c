@@ -30,9 +30,9 @@
 #define KERN_X86 0
 #endif
 
-/* Activation block: 32 int8 values, x ≈ d*q; s[h] = sum of q[16h .. 16h+15]. */
+/* Activation block: 32 int8 values, x ≈ d*q; s[h] = sum of q[16h .. 16h+15]; ds = d * (s[0] + s[1]). */
 typedef struct {
-    float d;
+    float d, ds;
     int16_t s[2];
     int8_t q[32];
 } kq8;
@@ -131,6 +131,7 @@ void kern_quantize_act(void *dst, const float *x, int64_t n) {
             else s1 += (int)v;
         }
         b[i].d = d;
+        b[i].ds = d * (float)(s0 + s1);
         b[i].s[0] = (int16_t)s0;
         b[i].s[1] = (int16_t)s1;
     }
@@ -417,13 +418,12 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
             const uint8_t *blk = p + b * 18;
             __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
             __m256i wu = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
-            float dw = f16s(blk);
+            float dw = f16s(blk), dw8 = 8.0f * dw;
             _Pragma("GCC unroll 4")
             for (int i = 0; i < NT; i++) {
                 __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
-                float sc = dw * a[i][b].d;
-                acc[i] = _mm256_fmadd_ps(mul_sum_us8(wu, aq), _mm256_set1_ps(sc), acc[i]);
-                corr[i] += sc * (float)(8 * (a[i][b].s[0] + a[i][b].s[1]));
+                acc[i] = _mm256_fmadd_ps(mul_sum_us8(wu, aq), _mm256_set1_ps(dw * a[i][b].d), acc[i]);
+                corr[i] += dw8 * a[i][b].ds;
             }
         }
     } else if (t == GGML_Q4_K) {
@@ -443,7 +443,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                     __m256 s1 = mul_sum_us8(hi, _mm256_loadu_si256((const __m256i *)b1->q));
                     acc[i] = _mm256_fmadd_ps(s0, _mm256_set1_ps(d0 * b0->d), acc[i]);
                     acc[i] = _mm256_fmadd_ps(s1, _mm256_set1_ps(d1 * b1->d), acc[i]);
-                    corr[i] += m0 * b0->d * (float)(b0->s[0] + b0->s[1]) + m1 * b1->d * (float)(b1->s[0] + b1->s[1]);
+                    corr[i] += m0 * b0->ds + m1 * b1->ds;
                 }
             }
         }

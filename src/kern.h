@@ -21,7 +21,8 @@ int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n);
 const char *kern_path(void);
 
 /* Activation quantization used by kern_matmul (exposed for tests/bench): x[n] (n % 32 == 0) -> kern_act_bytes(n)
- * bytes of blocks {f32 d; i16 sum[2]; i8 q[32]} with d = amax/127, q = round(x/d). */
+ * bytes of blocks {f32 d; f32 ds; i16 s[2]; i8 q[32]} with d = amax/127, q = round(x/d), s[h] = sum of
+ * q[16h..16h+15], ds = d*(s[0]+s[1]). */
 void kern_quantize_act(void *dst, const float *x, int64_t n);
 size_t kern_act_bytes(int64_t n);
 

@@ -13,7 +13,7 @@
 #include "util.h"
 
 typedef struct {
-    float d;
+    float d, ds;
     int16_t s[2];
     int8_t q[32];
 } act_blk; /* layout documented in kern.h */
@@ -66,7 +66,8 @@ static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int 
             for (int64_t b = 0; b < n_in / 32; b++) {
                 int s0 = 0, s1 = 0;
                 for (int j = 0; j < 16; j++) s0 += a[b].q[j], s1 += a[b].q[16 + j];
-                if (s0 != a[b].s[0] || s1 != a[b].s[1]) T_CHECK(0, "activation block sums");
+                if (s0 != a[b].s[0] || s1 != a[b].s[1] || a[b].ds != a[b].d * (float)(s0 + s1))
+                    T_CHECK(0, "activation block sums");
             }
         }
         free(a);
