@@ -3,9 +3,11 @@
 # same run; plus read bandwidth (bench/bw.c). Writes bench/out/results.jsonl, results.md and results.svg
 # (bench/report.py). Models: bench/make-models.sh (made on demand).
 # env: BENCH_THREADS="1 2"  BENCH_P=512  BENCH_N=128  BENCH_MODELS="file.gguf ..." (default: the made ones)
+#      BENCH_REPS=1 (repetitions per measurement; the best time of each phase is kept)
 #      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
 # usage: bench/models.sh [BUILD]   (called from bench/run.sh)
 set -u
+main() {  # (the whole script is one function so that editing this file during a run cannot break the run)
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 MOEC=${MOEC:-$BUILD/moec}
@@ -15,27 +17,33 @@ THREADS=${BENCH_THREADS:-1 2}
 P=${BENCH_P:-512}
 N=${BENCH_N:-128}
 TMO=${BENCH_TIMEOUT:-1800}
+REPS=${BENCH_REPS:-1}
 mkdir -p "$OUT" "$BUILD/bench"
+# a private copy of the binary: the build dir may be rebuilt by someone else during a long run
+cp "$MOEC" "$BUILD/bench/moec" || { echo "models: no moec binary at $MOEC"; exit 1; }
+MOEC_ORIG=$MOEC
+MOEC=$BUILD/bench/moec
 RES="$OUT/results.jsonl"
 : >"$RES.tmp"
 meta() { printf '%s\n' "$1" >>"$RES.tmp"; }
 
-bash bench/make-models.sh "$BUILD" || { echo "models: making the models failed"; exit 1; }
+MOEC=$MOEC_ORIG bash bench/make-models.sh "$BUILD" || { echo "models: making the models failed"; exit 1; }
 MODELS=${BENCH_MODELS:-$(ls "$OUT"/moe-llama-f16.gguf "$OUT"/moe-llama-q8_0.gguf "$OUT"/moe-llama-q4_0.gguf \
     "$OUT"/moe-yuan-f16.gguf 2>/dev/null)}
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)
 cpu=$(grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //; s/"/'"'"'/g')
-meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N}"
+meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS}"
 
-# read bandwidth
-if cc -std=c11 -D_GNU_SOURCE -O3 -march=native -fopenmp -Wall -Wextra bench/bw.c -o "$BUILD/bench/bw"; then
+# read bandwidth, before and after the runs (report.py uses the best: interference only lowers it)
+bw() {
     # shellcheck disable=SC2086
-    "$BUILD/bench/bw" 1024 5 $THREADS 2>/dev/null | sed 's/^{/{"kind":"bw",/' >>"$RES.tmp"
-else
+    [ -x "$BUILD/bench/bw" ] && "$BUILD/bench/bw" 1024 5 $THREADS 2>/dev/null | sed 's/^{/{"kind":"bw",/' >>"$RES.tmp"
+}
+cc -std=c11 -D_GNU_SOURCE -O3 -march=native -fopenmp -Wall -Wextra bench/bw.c -o "$BUILD/bench/bw" ||
     echo "models: cannot build bench/bw.c"
-fi
+bw
 
 peer=1
 if ! node -e 'require.resolve("./bench/node_modules/node-llama-cpp/package.json")' 2>/dev/null; then
@@ -47,20 +55,23 @@ for m in $MODELS; do
     arch=$("$MOEC" info "$m" 2>/dev/null | sed -n 's/^architecture: *//p')
     for t in $THREADS; do
         echo "models: moec bench $m -t $t -p $P -n $N" >&2
-        line=$(timeout "$TMO" "$MOEC" bench -m "$m" -t "$t" -p "$P" -n "$N" --json 2>"$OUT/err.txt")
+        line=$(timeout "$TMO" "$MOEC" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" --json 2>"$OUT/err.txt")
         rc=$?
         if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
         else meta "{\"kind\":\"run\",\"engine\":\"moec\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
         if [ $peer -eq 1 ] && [ "$arch" = llama ]; then
             echo "models: llama.cpp $m -t $t -p $P -n $N" >&2
-            line=$(UV_THREADPOOL_SIZE=1 timeout "$TMO" node bench/llamacpp.mjs "$m" -t "$t" -p "$P" -n "$N" 2>"$OUT/err.txt")
+            line=$(UV_THREADPOOL_SIZE=1 timeout "$TMO" node bench/llamacpp.mjs "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" 2>"$OUT/err.txt")
             rc=$?
             if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
             else meta "{\"kind\":\"run\",\"engine\":\"llama.cpp\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
         fi
     done
 done
+bw
 meta "{\"kind\":\"end\",\"load_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 rm -f "$OUT/err.txt"
 mv "$RES.tmp" "$RES"
 "$PY" bench/report.py "$RES" "$OUT/results.md" "$OUT/results.svg"
+}
+main "$@"

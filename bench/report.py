@@ -9,7 +9,10 @@ src, md_path, svg_path = sys.argv[1:4]
 rows = [json.loads(l) for l in open(src) if l.strip()]
 meta = next((r for r in rows if r.get("kind") == "meta"), {})
 end = next((r for r in rows if r.get("kind") == "end"), {})
-bw = {r["threads"]: r for r in rows if r.get("kind") == "bw"}
+bw = {}  # threads -> the best of the measurements (before and after the runs)
+for r in rows:
+    if r.get("kind") == "bw" and (r["threads"] not in bw or r["best_gbps"] > bw[r["threads"]]["best_gbps"]):
+        bw[r["threads"]] = r
 runs = [r for r in rows if r.get("kind") == "run"]
 
 def f(x, d=2):
@@ -28,11 +31,12 @@ out.append(f"# moec benchmark results\n")
 out.append(f"- date {meta.get('date', '?')}, commit {meta.get('commit', '?')}{' (+ uncommitted changes)' if meta.get('dirty') else ''}")
 out.append(f"- CPU: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores; load average at start {meta.get('load_start', '?')}, "
            f"at end {end.get('load_end', '?')} (a load above 0 means other jobs shared the cores: numbers are noisy)")
-out.append(f"- prompt {meta.get('n_prompt')} tokens in one batch (pp), then {meta.get('n_gen')} greedy decode steps (tg); "
+out.append(f"- prompt {meta.get('n_prompt')} tokens in one batch (pp), then {meta.get('n_gen')} greedy decode steps (tg), "
+           f"best of {meta.get('reps', 1)} repetition(s); "
            "moec: `moec bench` (model_forward time only); llama.cpp: node-llama-cpp's prebuilt llama.cpp, its own "
            "perf counters (`llama_perf_context`), see docs/performance.md")
 if bw:
-    out.append("- read bandwidth (bench/bw.c, 1 GiB, best of 5): " +
+    out.append("- read bandwidth (bench/bw.c, 1 GiB, best of 5 passes before and 5 after the runs): " +
                ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw[t]['best_gbps']:.1f} GB/s" for t in sorted(bw)))
 out.append("")
 out.append("| model | threads | engine | pp tok/s | tg tok/s | moec/llama.cpp pp | moec/llama.cpp tg | "
@@ -66,7 +70,7 @@ for m in models:
                        f"{agree if eng == 'moec' else ''} |")
 out.append("")
 out.append("tg bound = read bandwidth / bytes of weights read per decoded token (active experts, attention, lm head, "
-           "one embedding row; from `moec info`). Ratios > 1 mean moec is faster. \"first tokens agree\": greedy tokens "
+           "one embedding row; from `moec info`). Ratios > 1 mean moec is faster. Above 100% of the bound means the bandwidth was measured at a busier moment than the decode. \"first tokens agree\": greedy tokens "
            "of moec and llama.cpp from the same prompt ids (a cross-check of both forwards on our GGUF file).")
 md = "\n".join(out) + "\n"
 open(md_path, "w").write(md)

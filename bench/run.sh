@@ -4,6 +4,7 @@
 # Pieces get BUILD as their argument. Speed numbers from a shared machine are noisy: see docs/performance.md.
 # env: BENCH_ONLY="models tok" runs only those pieces; the pieces' own env (BENCH_P, BENCH_N, BENCH_THREADS...).
 set -u
+main() {  # one function: editing this file during a run cannot break the run
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 export MOEC=${MOEC:-$BUILD/moec}
@@ -27,3 +28,5 @@ echo "=== bench summary"
 for s in "${summary[@]}"; do echo "  $s"; done
 [ -f bench/out/results.md ] && echo "  model results: bench/out/results.md, bench/out/results.svg"
 exit $status
+}
+main "$@"
