@@ -597,12 +597,18 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
         if (!xq) return -1;
         int64_t n_tb = (T + KQ_TOK - 1) / KQ_TOK, n_rb = (n_out + KQ_ROWS - 1) / KQ_ROWS;
         if (T == 1) n_rb = n_out; /* decode: rows interleave freely between threads */
+        /* activations: cheap (T*n_in); on the calling thread for small T, saving a barrier */
+        if (T < 16)
+            for (int64_t t = 0; t < T; t++) kern_quantize_act(xq + t * nb32, x + t * n_in, n_in);
 #pragma omp parallel if (par)
         {
+            if (T >= 16) {
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < T; t++) kern_quantize_act(xq + t * nb32, x + t * n_in, n_in);
+                for (int64_t t = 0; t < T; t++) kern_quantize_act(xq + t * nb32, x + t * n_in, n_in);
+            }
+            /* dynamic chunks: a thread the OS preempts does not hold the others up for half the matrix */
             if (T == 1) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 16)
                 for (int64_t o = 0; o < n_out; o++) {
                     const kq8 *a[1] = {xq};
                     dot_q(simd, y + o, wb + (size_t)o * rb, wtype, a, 1, nb32);
@@ -630,7 +636,7 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
     }
 
     if (T < 3) {
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic, 16) if (par)
         for (int64_t o = 0; o < n_out; o++)
             for (int64_t t = 0; t < T; t++) y[t * n_out + o] = dot_f(simd, wb + (size_t)o * rb, wtype, x + t * n_in, n_in);
         return 0;
