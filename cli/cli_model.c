@@ -59,6 +59,16 @@ int cli_parse_rope_table(const char *cmd, const char *s, int *out) {
     return 0;
 }
 
+int cli_parse_kv_type(const char *cmd, const char *s, int *out) {
+    if (s && !strcmp(s, "f32")) *out = GGML_F32;
+    else if (s && !strcmp(s, "f16")) *out = GGML_F16;
+    else {
+        cli_usage_error(cmd, "--kv needs f32 or f16, got '%s'", s ? s : "");
+        return -1;
+    }
+    return 0;
+}
+
 void cli_set_threads(long n) {
 #ifdef _OPENMP
     if (n > 0) omp_set_num_threads((int)n);

@@ -14,6 +14,8 @@
 int cli_parse_token_ids(const char *cmd, const char *s, int32_t **ids, size_t *n);
 /* "hf" -> MODEL_ROPE_TABLE_HF, "fp32" -> MODEL_ROPE_TABLE_FP32; prints a usage error and returns -1 otherwise. */
 int cli_parse_rope_table(const char *cmd, const char *s, int *out);
+/* "f32" -> GGML_F32, "f16" -> GGML_F16 (KV cache type); prints a usage error and returns -1 otherwise. */
+int cli_parse_kv_type(const char *cmd, const char *s, int *out);
 /* Use n OpenMP threads (n <= 0: leave the default). */
 void cli_set_threads(long n);
 /* Write data [rows, cols] as a little-endian float32 .npy (atomic). -1 + error. */

@@ -17,7 +17,7 @@ static void usage(void) {
                     "  -n N               max tokens per answer (default 512)\n"
                     "  --temp T --top-k K --top-p P --seed S   sampling (default: greedy, --temp 0)\n"
                     "  --vocab FILE       tokenizer instead of the GGUF's own\n"
-                    "  --rope-table hf|fp32, -t THREADS, -c CTX (default: min(model context, 4096))\n");
+                    "  --rope-table hf|fp32, -t THREADS, -c CTX (default: min(model context, 4096)), --kv f32|f16\n");
 }
 
 typedef struct {
@@ -61,7 +61,7 @@ int cmd_chat(int argc, char **argv) {
     const char *cmd = argv[0], *path = NULL, *vocab_path = NULL;
     long n_predict = 512, top_k = 40, seed = 42, threads = 0, ctx = 0;
     double temp = 0.0, top_p = 0.95;
-    int rope = -1, rc = 1;
+    int rope = -1, rc = 1, kv = GGML_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -80,6 +80,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "-t")) { if (cli_parse_int(cmd, a, v, 1, 4096, &threads)) return 2; }
         else if (!strcmp(a, "-c")) { if (cli_parse_int(cmd, a, v, 1, 1L << 30, &ctx)) return 2; }
         else if (!strcmp(a, "--rope-table")) { if (cli_parse_rope_table(cmd, v, &rope)) return 2; }
+        else if (!strcmp(a, "--kv")) { if (cli_parse_kv_type(cmd, v, &kv)) return 2; }
         else return cli_usage_error(cmd, "unknown option '%s' (see --help)", a);
     }
     if (!path) return cli_usage_error(cmd, "-m FILE is required");
@@ -110,7 +111,7 @@ int cmd_chat(int argc, char **argv) {
     if (eod >= 0) eos[n_eos++] = eod;
     if (tok_eos(voc) >= 0 && tok_eos(voc) != eod) eos[n_eos++] = tok_eos(voc);
     int64_t n_ctx = ctx > 0 ? ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096);
-    s = model_seq_new(m, n_ctx);
+    s = model_seq_new_ex(m, n_ctx, (ggml_type)kv);
     sample_params spp = {(float)temp, top_k, (float)top_p};
     if (!s || !(sp = sample_new(m->hp.n_vocab, &spp, (uint64_t)seed))) goto fail;
     if (tok_stream_init(&ce.ts, voc, 0) != 0) goto fail;

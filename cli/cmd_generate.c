@@ -23,6 +23,7 @@ static void usage(void) {
             "  --rope-table hf|fp32  RoPE angle table (default: the file's, else fp32)\n"
             "  -t THREADS         OpenMP threads\n"
             "  -c CTX             context size (default: min(model context, 4096))\n"
+            "  --kv f32|f16       KV cache type (default f32; f16 halves its memory and bandwidth)\n"
             "  --ids              print the generated token ids instead of text\n");
 }
 
@@ -50,7 +51,7 @@ int cmd_generate(int argc, char **argv) {
     const char *cmd = argv[0], *path = NULL, *prompt = NULL, *tokens = NULL, *vocab_path = NULL;
     long n_predict = 128, top_k = 40, seed = 42, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.95;
-    int bos = -1, rope = -1, print_ids = 0, rc = 1;
+    int bos = -1, rope = -1, print_ids = 0, rc = 1, kv = GGML_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -74,6 +75,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "-t")) { NEEDV(); if (cli_parse_int(cmd, a, v, 1, 4096, &threads)) return 2; }
         else if (!strcmp(a, "-c")) { NEEDV(); if (cli_parse_int(cmd, a, v, 1, 1L << 30, &ctx)) return 2; }
         else if (!strcmp(a, "--rope-table")) { NEEDV(); if (cli_parse_rope_table(cmd, v, &rope)) return 2; }
+        else if (!strcmp(a, "--kv")) { NEEDV(); if (cli_parse_kv_type(cmd, v, &kv)) return 2; }
         else if (!strcmp(a, "--bos")) bos = 1;
         else if (!strcmp(a, "--no-bos")) bos = 0;
         else if (!strcmp(a, "--ids")) print_ids = 1;
@@ -136,7 +138,7 @@ int cmd_generate(int argc, char **argv) {
         moec_set_error("the prompt has %zu tokens, more than the context of %lld (use -c)", n, (long long)n_ctx);
         goto fail;
     }
-    s = model_seq_new(m, n_ctx);
+    s = model_seq_new_ex(m, n_ctx, (ggml_type)kv);
     if (!s) goto fail;
     sample_params spp = {(float)temp, top_k, (float)top_p};
     sp = sample_new(m->hp.n_vocab, &spp, (uint64_t)seed);

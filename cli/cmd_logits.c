@@ -13,17 +13,18 @@ static void usage(void) {
                     "  --rope-table hf|fp32  RoPE angle table (default: the file's, else fp32)\n"
                     "  --step             decode token by token (T = 1 per call) instead of one full pass\n"
                     "  --vocab FILE       tokenizer for -p (default: the GGUF's own)\n"
-                    "  -t THREADS         OpenMP threads\n");
+                    "  -t THREADS         OpenMP threads\n"
+                    "  --kv f32|f16       KV cache type (default f32)\n");
 }
 
 int cmd_logits(int argc, char **argv) {
     const char *cmd = argv[0], *path = NULL, *tokens = NULL, *prompt = NULL, *out = NULL, *vocab_path = NULL;
-    int rope = -1, step = 0, bos = 0, rc = 1;
+    int rope = -1, step = 0, bos = 0, rc = 1, kv = GGML_F32;
     long threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int needs = !strcmp(a, "-m") || !strcmp(a, "--tokens") || !strcmp(a, "-p") || !strcmp(a, "-o") ||
-                    !strcmp(a, "--rope-table") || !strcmp(a, "-t") || !strcmp(a, "--vocab");
+                    !strcmp(a, "--rope-table") || !strcmp(a, "-t") || !strcmp(a, "--vocab") || !strcmp(a, "--kv");
         if (needs && !v) return cli_usage_error(cmd, "%s needs a value", a);
         if (needs) i++;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -35,6 +36,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--vocab")) vocab_path = v;
         else if (!strcmp(a, "--rope-table")) { if (cli_parse_rope_table(cmd, v, &rope)) return 2; }
+        else if (!strcmp(a, "--kv")) { if (cli_parse_kv_type(cmd, v, &kv)) return 2; }
         else if (!strcmp(a, "-t")) { if (cli_parse_int(cmd, a, v, 1, 4096, &threads)) return 2; }
         else if (!strcmp(a, "--step")) step = 1;
         else if (!strcmp(a, "--bos")) bos = 1;
@@ -69,7 +71,7 @@ int cmd_logits(int argc, char **argv) {
     int64_t V = m->hp.n_vocab, T = (int64_t)n;
     if (T > m->hp.n_ctx_train) moec_log("moec logits: %lld tokens exceed the trained context %lld", (long long)T,
                                         (long long)m->hp.n_ctx_train);
-    s = model_seq_new(m, T);
+    s = model_seq_new_ex(m, T, (ggml_type)kv);
     if (!s) goto fail;
     size_t bytes;
     if (!moec_mul_ok((size_t)T * (size_t)V, sizeof(float), &bytes)) {

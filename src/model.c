@@ -565,16 +565,21 @@ int model_write_gguf(const model *m, const char *path) {
 
 /* ---- per-sequence state --------------------------------------------------------------------------------- */
 
-seq_state *model_seq_new(const model *m, int64_t n_ctx) {
+seq_state *model_seq_new(const model *m, int64_t n_ctx) { return model_seq_new_ex(m, n_ctx, GGML_F32); }
+
+seq_state *model_seq_new_ex(const model *m, int64_t n_ctx, ggml_type kv_type) {
     const model_hparams *hp = &m->hp;
     seq_state *s = moec_calloc(1, sizeof(seq_state));
     if (!s) return NULL;
     s->m = m;
+    CHECK(kv_type == GGML_F32 || kv_type == GGML_F16, "KV cache type %s not supported (F32 or F16)",
+          ggml_type_name(kv_type));
+    s->kv_type = kv_type;
     CHECK(n_ctx >= 1 && n_ctx <= (INT64_C(1) << 31), "context size %lld out of range", (long long)n_ctx);
     s->n_ctx = n_ctx;
     size_t kv, n;
     CHECK(moec_mul_ok((size_t)hp->n_layer * (size_t)n_ctx, (size_t)(hp->n_head_kv * hp->head_dim), &kv) &&
-              moec_mul_ok(kv, sizeof(float), &n),
+              moec_mul_ok(kv, kv_type == GGML_F16 ? 2 : sizeof(float), &n),
           "KV cache for %lld positions too large", (long long)n_ctx);
     s->k_cache = moec_alloc(n);
     s->v_cache = moec_alloc(n);
@@ -606,17 +611,19 @@ void model_seq_reset(seq_state *s) {
 
 int model_seq_copy(seq_state *dst, const seq_state *src) {
     if (dst->m != src->m) return moec_set_error("model_seq_copy: states of different models");
+    if (dst->kv_type != src->kv_type) return moec_set_error("model_seq_copy: different KV cache types");
     if (src->pos > dst->n_ctx)
         return moec_set_error("model_seq_copy: %lld positions do not fit a context of %lld", (long long)src->pos,
                               (long long)dst->n_ctx);
     const model_hparams *hp = &src->m->hp;
-    size_t d = (size_t)hp->head_dim, n = (size_t)src->pos * d * sizeof(float);
+    size_t es = src->kv_type == GGML_F16 ? 2 : sizeof(float);
+    size_t d = (size_t)hp->head_dim, n = (size_t)src->pos * d * es;
     for (int64_t l = 0; l < hp->n_layer; l++)
         for (int64_t g = 0; g < hp->n_head_kv; g++) {
-            size_t so = ((size_t)l * (size_t)hp->n_head_kv + (size_t)g) * (size_t)src->n_ctx * d;
-            size_t dof = ((size_t)l * (size_t)hp->n_head_kv + (size_t)g) * (size_t)dst->n_ctx * d;
-            memcpy(dst->k_cache + dof, src->k_cache + so, n);
-            memcpy(dst->v_cache + dof, src->v_cache + so, n);
+            size_t so = ((size_t)l * (size_t)hp->n_head_kv + (size_t)g) * (size_t)src->n_ctx * d * es;
+            size_t dof = ((size_t)l * (size_t)hp->n_head_kv + (size_t)g) * (size_t)dst->n_ctx * d * es;
+            memcpy((uint8_t *)dst->k_cache + dof, (const uint8_t *)src->k_cache + so, n);
+            memcpy((uint8_t *)dst->v_cache + dof, (const uint8_t *)src->v_cache + so, n);
         }
     memcpy(dst->lfa_carry, src->lfa_carry, (size_t)hp->n_layer * 2 * (size_t)hp->n_embd * sizeof(float));
     dst->pos = src->pos;
@@ -661,7 +668,7 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
     SEG(sn, t * (size_t)(hp->rope_dims / 2));
     SEG(rstd, t);
     SEG(hn, t * H);
-    SEG(att, (size_t)nthr * OPS_ATT_BLOCK * (size_t)n_ctx);
+    SEG(att, ops_attention_scratch(nthr, n_ctx, hp->head_dim));
     L->total = o;
 #undef SEG
     L->sel = 0;
@@ -861,17 +868,23 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             ops_rope(k, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
         }
         /* head-major cache [n_kv][n_ctx][d]: each head's keys are one contiguous stream for attention */
-        float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * (size_t)Pkv;
-        float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * (size_t)Pkv;
+        bool f16 = s->kv_type == GGML_F16;
+        size_t es = f16 ? 2 : sizeof(float), lo = (size_t)l * (size_t)s->n_ctx * (size_t)Pkv * es;
+        uint8_t *kc = (uint8_t *)s->k_cache + lo, *vc = (uint8_t *)s->v_cache + lo;
         for (int64_t g = 0; g < nkv; g++)
             for (int64_t t = 0; t < T; t++) {
-                size_t dst = ((size_t)g * (size_t)s->n_ctx + (size_t)(pos0 + t)) * (size_t)d;
-                memcpy(kc + dst, k + t * Pkv + g * d, (size_t)d * sizeof(float));
-                memcpy(vc + dst, v + t * Pkv + g * d, (size_t)d * sizeof(float));
+                size_t dst = ((size_t)g * (size_t)s->n_ctx + (size_t)(pos0 + t)) * (size_t)d * es;
+                if (f16) {
+                    ops_f32_to_f16((uint16_t *)(kc + dst), k + t * Pkv + g * d, d);
+                    ops_f32_to_f16((uint16_t *)(vc + dst), v + t * Pkv + g * d, d);
+                } else {
+                    memcpy(kc + dst, k + t * Pkv + g * d, (size_t)d * sizeof(float));
+                    memcpy(vc + dst, v + t * Pkv + g * d, (size_t)d * sizeof(float));
+                }
             }
         float *atty = la ? la->atty : S + sl.atty;
-        ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, d, s->n_ctx * d, pos0, T, nh, nkv, d, scale,
-                              att_scr, s->att_threads);
+        ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, s->kv_type, d, s->n_ctx * d, pos0, T, nh, nkv,
+                              d, scale, att_scr, s->att_threads);
         TRY(matmul(tmpH, atty, &L->wo, T));
         ops_add(h, tmpH, T * H);
         if (la) memcpy(la->h_mid, h, (size_t)(T * H) * sizeof(float));

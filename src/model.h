@@ -164,8 +164,9 @@ typedef struct seq_state {
     const model *m;
     int64_t n_ctx;     /* capacity in positions */
     int64_t pos;       /* tokens processed so far (= position of the next token) */
-    float *k_cache;    /* [L][n_kv][n_ctx][d] (head-major), after RoPE */
-    float *v_cache;    /* [L][n_kv][n_ctx][d] */
+    ggml_type kv_type; /* GGML_F32 (default) or GGML_F16 */
+    void *k_cache;     /* [L][n_kv][n_ctx][d] (head-major) of kv_type, after RoPE */
+    void *v_cache;     /* [L][n_kv][n_ctx][d] */
     float *lfa_carry;  /* [L][2][H]: normed inputs x[pos-2], x[pos-1] (zeros before the start) */
     /* scratch, grown on demand for the largest T seen (internal) */
     float *scratch;
@@ -176,8 +177,11 @@ typedef struct seq_state {
     int att_threads;   /* per-thread attention score rows allocated in scratch */
 } seq_state;
 
-/* New state for up to n_ctx positions. NULL + error (e.g. cache too large). */
+/* New state for up to n_ctx positions, fp32 KV cache. NULL + error (e.g. cache too large). */
 seq_state *model_seq_new(const model *m, int64_t n_ctx);
+/* Same with the KV cache stored as kv_type: GGML_F32, or GGML_F16 (half the memory and decode bandwidth; K and
+ * V rounded to f16, so logits move by ~1e-3 relative; decode and full pass agree to that rounding). */
+seq_state *model_seq_new_ex(const model *m, int64_t n_ctx, ggml_type kv_type);
 void model_seq_free(seq_state *s);
 /* Forget the sequence: pos = 0, carry zeroed (the cache is overwritten as it refills). */
 void model_seq_reset(seq_state *s);

@@ -104,6 +104,7 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
 /* AVX2+FMA versions of dot8/axpy for the attention loops, chosen once per call (the same path for every
  * query, so decode and full pass still agree). MOEC_KERN=scalar forces the portable path, as in kern.c. */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define OPS_X86 1
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int64_t n) {
@@ -140,6 +141,84 @@ static int ops_simd(void) {
 static int ops_simd(void) { return 0; }
 #endif
 
+#if OPS_X86
+__attribute__((target("avx2,fma,f16c"))) static void f16_to_f32_f16c(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = moec_f16_to_f32(src[i]);
+}
+__attribute__((target("avx2,fma,f16c"))) static void f32_to_f16_f16c(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = moec_f32_to_f16(src[i]);
+}
+/* fused f16-row versions: the row is converted in registers */
+__attribute__((target("avx2,fma,f16c"))) static float dot_f16_f16c(const float *a, const uint16_t *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8))),
+                             s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += a[i] * moec_f16_to_f32(b[i]);
+    return r;
+}
+__attribute__((target("avx2,fma,f16c"))) static void axpy_f16_f16c(float *restrict y, float a,
+                                                                  const uint16_t *restrict x, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * moec_f16_to_f32(x[i]);
+}
+static int ops_f16c(void) {
+    unsigned a, b, c, d;
+    return ops_simd() && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
+void ops_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
+#if OPS_X86
+    if (ops_f16c()) {
+        f16_to_f32_f16c(dst, src, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = moec_f16_to_f32(src[i]);
+}
+
+void ops_f32_to_f16(uint16_t *dst, const float *src, int64_t n) {
+#if OPS_X86
+    if (ops_f16c()) {
+        f32_to_f16_f16c(dst, src, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = moec_f32_to_f16(src[i]);
+}
+
+/* the converter chosen once per attention call */
+static inline void att_cvt(int f16c, float *dst, const uint16_t *src, int64_t n) {
+#if OPS_X86
+    if (f16c) {
+        f16_to_f32_f16c(dst, src, n);
+        return;
+    }
+#endif
+    (void)f16c;
+    for (int64_t i = 0; i < n; i++) dst[i] = moec_f16_to_f32(src[i]);
+}
+
 static inline float att_dot(int simd, const float *a, const float *b, int64_t n) {
 #if OPS_X86
     if (simd) return dot_avx2(a, b, n);
@@ -160,12 +239,19 @@ static inline void att_axpy(int simd, float *restrict y, float a, const float *r
 
 /* Core of both attention entry points: queries are processed in blocks of B of the same head, so each K and V
  * row is loaded once per block (B dots / B axpys), instead of once per query. Per query the arithmetic (and its
- * order) is the same for every B, so results do not depend on B. scratch: n_thr x B x (pos0+T) floats. */
-static void attention_core(float *out, float *probs, const float *q, const float *kc, const float *vc,
-                           int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
-                           float scale, float *scratch, int n_thr, int64_t B) {
+ * order) is the same for every B, so results do not depend on B. The cache holds fp32 or f16 (f16 rows are
+ * converted to fp32 once per block). scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). */
+static void attention_core(float *out, float *probs, const float *q, const void *kc, const void *vc, int kv_f16,
+                           int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head,
+                           int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr, int64_t B) {
     int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
     const int simd = ops_simd();
+#if OPS_X86
+    const int f16c = kv_f16 && ops_f16c();
+#else
+    const int f16c = 0;
+#endif
+    size_t per_thr = (size_t)B * (size_t)Tk + (kv_f16 ? 2 * (size_t)d : 0);
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 65536)
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t b = 0; b < nb; b++) {
@@ -173,11 +259,27 @@ static void attention_core(float *out, float *probs, const float *q, const float
 #ifdef _OPENMP
             th = omp_get_thread_num();
 #endif
-            float *sc = scratch + (size_t)th * (size_t)B * (size_t)Tk;
-            int64_t t0 = b * B, t1 = t0 + B < T ? t0 + B : T, nq = t1 - t0, kvo = (h / g) * head_stride, nmax = pos0 + t1;
+            float *sc = scratch + (size_t)th * per_thr, *row = sc + (size_t)B * (size_t)Tk;
+            int64_t t0 = b * B, t1 = t0 + B < T ? t0 + B : T, nq = t1 - t0, kvo = (h / g) * head_stride,
+                    nmax = pos0 + t1;
             /* scores: query t sees keys j <= pos0 + t */
             for (int64_t j = 0; j < nmax; j++) {
-                const float *kj = kc + j * kv_stride + kvo;
+                const float *kj;
+#if OPS_X86
+                if (f16c) { /* fused: no row conversion */
+                    const uint16_t *kh = (const uint16_t *)kc + j * kv_stride + kvo;
+                    int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
+                    for (int64_t qi = q0; qi < nq; qi++)
+                        sc[qi * Tk + j] = dot_f16_f16c(q + ((t0 + qi) * n_head + h) * d, kh, d) * scale;
+                    continue;
+                }
+#endif
+                if (kv_f16) {
+                    att_cvt(f16c, row, (const uint16_t *)kc + j * kv_stride + kvo, d);
+                    kj = row;
+                } else {
+                    kj = (const float *)kc + j * kv_stride + kvo;
+                }
                 int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
                 for (int64_t qi = q0; qi < nq; qi++)
                     sc[qi * Tk + j] = att_dot(simd, q + ((t0 + qi) * n_head + h) * d, kj, d) * scale;
@@ -188,7 +290,22 @@ static void attention_core(float *out, float *probs, const float *q, const float
                 ops_softmax(sc + qi * Tk, pos0 + t0 + qi + 1);
             }
             for (int64_t j = 0; j < nmax; j++) {
-                const float *vj = vc + j * kv_stride + kvo;
+                const float *vj;
+#if OPS_X86
+                if (f16c) {
+                    const uint16_t *vh = (const uint16_t *)vc + j * kv_stride + kvo;
+                    int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
+                    for (int64_t qi = q0; qi < nq; qi++)
+                        axpy_f16_f16c(out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vh, d);
+                    continue;
+                }
+#endif
+                if (kv_f16) {
+                    att_cvt(f16c, row + d, (const uint16_t *)vc + j * kv_stride + kvo, d);
+                    vj = row + d;
+                } else {
+                    vj = (const float *)vc + j * kv_stride + kvo;
+                }
                 int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
                 for (int64_t qi = q0; qi < nq; qi++)
                     att_axpy(simd, out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vj, d);
@@ -206,14 +323,18 @@ static void attention_core(float *out, float *probs, const float *q, const float
 void ops_attention(float *out, float *probs, const float *q, const float *kc, const float *vc, int64_t kv_stride,
                    int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch,
                    int n_thr) {
-    attention_core(out, probs, q, kc, vc, kv_stride, d, pos0, T, n_head, n_kv, d, scale, scratch, n_thr, 1);
+    attention_core(out, probs, q, kc, vc, 0, kv_stride, d, pos0, T, n_head, n_kv, d, scale, scratch, n_thr, 1);
 }
 
-void ops_attention_blocked(float *out, float *probs, const float *q, const float *kc, const float *vc,
-                           int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
-                           float scale, float *scratch, int n_thr) {
-    attention_core(out, probs, q, kc, vc, kv_stride, head_stride, pos0, T, n_head, n_kv, d, scale, scratch, n_thr,
-                   OPS_ATT_BLOCK);
+void ops_attention_blocked(float *out, float *probs, const float *q, const void *kc, const void *vc,
+                           ggml_type kv_type, int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T,
+                           int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr) {
+    attention_core(out, probs, q, kc, vc, kv_type == GGML_F16, kv_stride, head_stride, pos0, T, n_head, n_kv, d,
+                   scale, scratch, n_thr, OPS_ATT_BLOCK);
+}
+
+size_t ops_attention_scratch(int n_thr, int64_t n_ctx, int64_t d) {
+    return (size_t)n_thr * ((size_t)OPS_ATT_BLOCK * (size_t)n_ctx + 2 * (size_t)d);
 }
 
 void ops_swiglu(float *out, const float *gate, const float *up, int64_t N) {

@@ -45,13 +45,19 @@ void ops_attention(float *out, float *probs, const float *q, const float *kc, co
                    int n_thr);
 
 /* Same result as ops_attention, with queries in blocks of OPS_ATT_BLOCK (K/V rows loaded once per block: much
- * less memory traffic for long prefills), and any cache layout: row j of kv head g is at kc + g·head_stride +
- * j·kv_stride (token-major [pos][n_kv·d]: kv_stride = n_kv·d, head_stride = d; head-major [n_kv][n_ctx][d]:
- * kv_stride = d, head_stride = n_ctx·d). scratch: n_thr x OPS_ATT_BLOCK x (pos0 + T) floats. */
+ * less memory traffic for long prefills), any cache layout and an fp32 or f16 cache (kv_type GGML_F32 or
+ * GGML_F16): row j of kv head g is at kc + g·head_stride + j·kv_stride elements (token-major [pos][n_kv·d]:
+ * kv_stride = n_kv·d, head_stride = d; head-major [n_kv][n_ctx][d]: kv_stride = d, head_stride = n_ctx·d).
+ * scratch: ops_attention_scratch(n_thr, >= pos0 + T, d) floats. */
 #define OPS_ATT_BLOCK 16
-void ops_attention_blocked(float *out, float *probs, const float *q, const float *kc, const float *vc,
-                           int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head,
-                           int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr);
+void ops_attention_blocked(float *out, float *probs, const float *q, const void *kc, const void *vc,
+                           ggml_type kv_type, int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T,
+                           int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr);
+size_t ops_attention_scratch(int n_thr, int64_t n_ctx, int64_t d);
+
+/* IEEE half <-> fp32 rows (F16C when the CPU has it; round to nearest even). */
+void ops_f16_to_f32(float *dst, const uint16_t *src, int64_t n);
+void ops_f32_to_f16(uint16_t *dst, const float *src, int64_t n);
 
 /* SwiGLU: out = silu(gate) ⊙ up, silu(z) = z / (1 + e^−z). out may equal gate or up. */
 // out, gate, up: [N]

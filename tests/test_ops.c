@@ -79,13 +79,13 @@ int main(void) {
     {
         enum { P0 = 5, TQ = 37, TK = P0 + TQ, NH = 4, NKV = 2, D = 12 };
         static float q[TQ * NH * D], kc[TK * NKV * D], vc[TK * NKV * D], o1[TQ * NH * D], o2[TQ * NH * D];
-        static float p1[NH * TQ * TK], p2[NH * TQ * TK], scr[2 * 16 * TK];
+        static float p1[NH * TQ * TK], p2[NH * TQ * TK], scr[2 * (16 * TK + 2 * D)];
         moec_rng r;
         moec_rng_seed(&r, 5);
         for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = moec_rng_normal(&r);
         for (size_t i = 0; i < sizeof kc / sizeof kc[0]; i++) kc[i] = moec_rng_normal(&r), vc[i] = moec_rng_normal(&r);
         ops_attention(o1, p1, q, kc, vc, NKV * D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
-        ops_attention_blocked(o2, p2, q, kc, vc, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
+        ops_attention_blocked(o2, p2, q, kc, vc, GGML_F32, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
         T_CHECK(!memcmp(o1, o2, sizeof o1) && !memcmp(p1, p2, sizeof p1), "blocked attention identical");
         double worst = 0;
         for (int h = 0; h < NH; h++)
@@ -107,6 +107,20 @@ int main(void) {
                 }
             }
         T_CHECK(worst < 1e-5, "attention vs double reference: %g", worst);
+        /* f16 cache: equals the fp32 attention on the f16-rounded K and V */
+        static uint16_t k16[TK * NKV * D], v16[TK * NKV * D];
+        static float kr[TK * NKV * D], vr[TK * NKV * D], o3[TQ * NH * D], o4[TQ * NH * D];
+        ops_f32_to_f16(k16, kc, TK * NKV * D);
+        ops_f32_to_f16(v16, vc, TK * NKV * D);
+        ops_f16_to_f32(kr, k16, TK * NKV * D);
+        ops_f16_to_f32(vr, v16, TK * NKV * D);
+        int conv_ok = 1;
+        for (int i = 0; i < TK * NKV * D; i++)
+            conv_ok &= k16[i] == moec_f32_to_f16(kc[i]) && kr[i] == moec_f16_to_f32(k16[i]);
+        T_CHECK(conv_ok, "f16 row conversions = scalar reference");
+        ops_attention_blocked(o3, NULL, q, k16, v16, GGML_F16, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
+        ops_attention_blocked(o4, NULL, q, kr, vr, GGML_F32, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
+        T_CHECK(!memcmp(o3, o4, sizeof o3), "f16 cache = fp32 attention on rounded K, V");
     }
     /* swiglu */
     {
