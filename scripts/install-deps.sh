@@ -2,7 +2,11 @@
 # Installs the Debian packages moec needs to build, test and benchmark, if any is missing (as root).
 set -euo pipefail
 pkgs=(build-essential clang libomp-dev libclang-rt-14-dev libcjson-dev libopenblas-dev
-      python3-torch python3-numpy python3-sentencepiece sentencepiece nodejs npm)
+      python3-torch python3-numpy python3-sentencepiece sentencepiece)
+# Node.js + npm (for the llama.cpp peer): Debian's packages only when no node/npm is installed already
+# (a machine may carry its own Node.js build, whose npm conflicts with Debian's npm package).
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
