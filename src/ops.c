@@ -104,7 +104,6 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
 /* AVX2+FMA versions of dot8/axpy for the attention loops, chosen once per call (the same path for every
  * query, so decode and full pass still agree). MOEC_KERN=scalar forces the portable path, as in kern.c. */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define OPS_X86 1
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int64_t n) {
@@ -130,12 +129,8 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *restrict y, flo
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
-static int ops_simd(void) {
-    const char *e = getenv("MOEC_KERN");
-    if (e && !strcmp(e, "scalar")) return 0;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+/* kern's probe (cached, honours MOEC_KERN=scalar): its AVX2 path needs AVX2 + FMA + F16C, so do we */
+static int ops_simd(void) { return strcmp(kern_path(), "avx2") == 0; }
 #else
 #define OPS_X86 0
 static int ops_simd(void) { return 0; }
@@ -181,10 +176,7 @@ __attribute__((target("avx2,fma,f16c"))) static void axpy_f16_f16c(float *restri
                                                 _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * moec_f16_to_f32(x[i]);
 }
-static int ops_f16c(void) {
-    unsigned a, b, c, d;
-    return ops_simd() && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-}
+static int ops_f16c(void) { return ops_simd(); }
 #endif
 
 void ops_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
