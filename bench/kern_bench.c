@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "kern.h"
+#include "ops_backward.h"
 #include "quant.h"
 #include "util.h"
 
@@ -46,6 +47,28 @@ typedef struct {
 static int run_kern(void *a) {
     job *j = a;
     return kern_matmul(j->y, j->x, j->w, j->t, j->T, j->n_in, j->n_out);
+}
+/* backward jobs: x = dy [T, n_out], y = dx [T, n_in], w = W [n_out, n_in] followed by dW [n_out, n_in] */
+static int run_bwd(void *a) {
+    job *j = a;
+    const float *w = j->w;
+    return kern_matmul_backward(j->y, (float *)w + (size_t)(j->n_in * j->n_out), j->x, j->y, w, j->T, j->n_in,
+                                j->n_out);
+}
+static int run_bwd_ops(void *a) {
+    job *j = a;
+    const float *w = j->w;
+    ops_matmul_backward(j->y, (float *)w + (size_t)(j->n_in * j->n_out), j->x, j->y, w, j->T, j->n_in, j->n_out);
+    return 0;
+}
+static int run_bwd_blas(void *a) {
+    job *j = a;
+    int T = (int)j->T, ni = (int)j->n_in, no = (int)j->n_out;
+    const float *w = j->w;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, ni, no, 1.0f, j->x, no, w, ni, 1.0f, j->y, ni);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, no, ni, T, 1.0f, j->x, no, j->y, ni, 1.0f,
+                (float *)w + (size_t)ni * no, ni);
+    return 0;
 }
 static int run_blas(void *a) {
     job *j = a;
@@ -109,6 +132,25 @@ int main(int argc, char **argv) {
             job j = {y, x, k < 0 ? (void *)wf : wq[k], k < 0 ? GGML_F32 : types[k], Ts[i], n_in, n_out};
             double s = bench(k < 0 ? run_blas : run_kern, &j, Ts[i] >= 64 ? 1.0 : 0.3);
             printf("%12.1f", 2.0 * (double)Ts[i] * (double)n_in * (double)n_out / s * 1e-9);
+            fflush(stdout);
+        }
+        printf("\n");
+    }
+    /* backward of an fp32 matmul (dx = dy·W and dW = dyᵀ·x: 4·T·n_in·n_out flops) at the largest T */
+    if (getenv("KB_NO_BWD") == NULL) {
+        int64_t T = Tmax;
+        float *wb = moec_alloc((size_t)(2 * n_in * n_out) * 4), *dy = moec_alloc((size_t)(T * n_out) * 4),
+              *xb = moec_alloc((size_t)(T * n_in) * 4);
+        for (int64_t i = 0; i < n_in * n_out; i++) wb[i] = wf[i];
+        for (int64_t i = 0; i < T * n_out; i++) dy[i] = moec_rng_normal(&r);
+        for (int64_t i = 0; i < T * n_in; i++) xb[i] = x[i];
+        printf("backward T=%lld (dx and dW) GFLOP/s:", (long long)T);
+        int (*fns[3])(void *) = {run_bwd_blas, run_bwd, run_bwd_ops};
+        const char *names[3] = {"openblas", "kern_matmul_backward", "ops_matmul_backward"};
+        for (int k = 0; k < 3; k++) {
+            job j = {xb, dy, wb, GGML_F32, T, n_in, n_out};
+            double s = bench(fns[k], &j, 1.0);
+            printf("  %s %.1f", names[k], 4.0 * (double)T * (double)n_in * (double)n_out / s * 1e-9);
             fflush(stdout);
         }
         printf("\n");

@@ -662,3 +662,117 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
     }
     return bad ? moec_set_error("kern_matmul: out of memory") : 0;
 }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* C += A·B (fp32), for the backward pass                                                         */
+
+#ifndef GN_NB
+#define GN_NB 256 /* columns of C per work item */
+#endif
+#ifndef GN_MB
+#define GN_MB 96 /* rows of C per work item */
+#endif
+#ifndef GN_KC
+#define GN_KC 256 /* k chunk */
+#endif
+
+/* C[mr x nc] += A[mr x kc] · B[kc x nc], scalar; A(i,k) = a[i*ars + k*acs]. */
+static void gnn_tile_scalar(float *c, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
+                            int64_t ldb, int mr, int64_t nc, int64_t kc) {
+    for (int i = 0; i < mr; i++)
+        for (int64_t j = 0; j < nc; j++) {
+            float s = 0.0f;
+            for (int64_t k = 0; k < kc; k++) s += a[i * ars + k * acs] * b[k * ldb + j];
+            c[i * ldc + j] += s;
+        }
+}
+
+#if KERN_X86 && defined(__GNUC__)
+/* MR rows x 16 columns, broadcast form: per k two B vectors, MR broadcasts of A, 2*MR FMAs. */
+AVX2 static inline __attribute__((always_inline)) void gnn_body(float *c, int64_t ldc, const float *a, int64_t ars,
+                                                                 int64_t acs, const float *b, int64_t ldb, int MR,
+                                                                 int64_t kc) {
+    __m256 acc[6][2];
+    _Pragma("GCC unroll 6") for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+        _Pragma("GCC unroll 6") for (int i = 0; i < MR; i++) {
+            __m256 av = _mm256_broadcast_ss(a + i * ars + k * acs);
+            acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+        }
+    }
+    _Pragma("GCC unroll 6") for (int i = 0; i < MR; i++) {
+        _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), acc[i][0]));
+        _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), acc[i][1]));
+    }
+}
+
+AVX2 static void gnn_strip_avx2(float *c, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *bp,
+                                int mr, int64_t kc) {
+    switch (mr) {
+    case 6: gnn_body(c, ldc, a, ars, acs, bp, 16, 6, kc); break;
+    case 5: gnn_body(c, ldc, a, ars, acs, bp, 16, 5, kc); break;
+    case 4: gnn_body(c, ldc, a, ars, acs, bp, 16, 4, kc); break;
+    case 3: gnn_body(c, ldc, a, ars, acs, bp, 16, 3, kc); break;
+    case 2: gnn_body(c, ldc, a, ars, acs, bp, 16, 2, kc); break;
+    default: gnn_body(c, ldc, a, ars, acs, bp, 16, 1, kc); break;
+    }
+}
+#endif
+
+int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t M, int64_t N,
+                  int64_t K) {
+    if (M < 0 || N < 0 || K < 0) return moec_set_error("kern_gemm_acc: bad shape");
+    if (M == 0 || N == 0 || K == 0) return 0;
+    const int simd = use_simd();
+    const int par = (double)M * (double)N * (double)K >= PAR_MIN_MACS;
+    int64_t n_mb = (M + GN_MB - 1) / GN_MB, n_nb = (N + GN_NB - 1) / GN_NB;
+    int bad = 0;
+#pragma omp parallel if (par)
+    {
+        /* B panel [kc x nc] packed as nc/16 strips of [kc x 16] (the column tail stays in place) */
+        float *pk = moec_malloc((size_t)GN_KC * GN_NB * sizeof(float));
+        if (!pk) {
+#pragma omp atomic write
+            bad = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < n_mb * n_nb; it++) {
+            if (!pk) continue;
+            int64_t i0 = (it / n_nb) * GN_MB, j0 = (it % n_nb) * GN_NB;
+            int64_t i1 = i0 + GN_MB < M ? i0 + GN_MB : M, nc = j0 + GN_NB < N ? GN_NB : N - j0;
+            int64_t nc16 = nc / 16 * 16;
+            for (int64_t k0 = 0; k0 < K; k0 += GN_KC) {
+                int64_t kc = K - k0 < GN_KC ? K - k0 : GN_KC;
+                const float *bt = b + k0 * N + j0;
+                if (simd)
+                    for (int64_t js = 0; js < nc16; js += 16)
+                        for (int64_t k = 0; k < kc; k++) memcpy(pk + js * kc + k * 16, bt + k * N + js, 16 * sizeof(float));
+                for (int64_t i = i0; i < i1; i += 6) {
+                    int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                    float *ct = c + i * N + j0;
+                    const float *at = a + i * a_rs + k0 * a_cs;
+#if KERN_X86 && defined(__GNUC__)
+                    if (simd) {
+                        for (int64_t js = 0; js < nc16; js += 16) gnn_strip_avx2(ct + js, N, at, a_rs, a_cs, pk + js * kc, mr, kc);
+                        if (nc16 < nc) gnn_tile_scalar(ct + nc16, N, at, a_rs, a_cs, bt + nc16, N, mr, nc - nc16, kc);
+                        continue;
+                    }
+#endif
+                    gnn_tile_scalar(ct, N, at, a_rs, a_cs, bt, N, mr, nc, kc);
+                }
+            }
+        }
+        moec_free(pk);
+    }
+    return bad ? moec_set_error("kern_gemm_acc: out of memory") : 0;
+}
+
+int kern_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
+                         int64_t n_in, int64_t n_out) {
+    /* dx[T, n_in] += dy[T, n_out] · W[n_out, n_in];  dw[n_out, n_in] += dyᵀ[n_out, T] · x[T, n_in] */
+    if (dx && kern_gemm_acc(dx, dy, n_out, 1, w, T, n_in, n_out) != 0) return -1;
+    if (dw && kern_gemm_acc(dw, dy, 1, n_out, x, n_out, n_in, T) != 0) return -1;
+    return 0;
+}

@@ -17,6 +17,16 @@ int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_
 /* Dequantize/convert one row of n elements of type t to fp32. */
 int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n);
 
+/* C[M, N] += A[M, K] · B[K, N], fp32, B and C row-major and contiguous (row stride N), A(i, k) = a[i*a_rs + k*a_cs]
+ * (so a transposed A is a_rs = 1, a_cs = M). AVX2 + OpenMP over tiles of C; the summation order of each element
+ * is fixed (k ascending in chunks of 256), so results do not depend on the thread count. */
+int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t M, int64_t N,
+                  int64_t K);
+/* Backward of kern_matmul with fp32 W (y[T, n_out] = x[T, n_in] · Wᵀ): dx[T, n_in] += dy · W and
+ * dw[n_out, n_in] += dyᵀ · x (either may be NULL). Deterministic for any thread count. */
+int kern_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
+                         int64_t n_in, int64_t n_out);
+
 /* "avx2" or "scalar": the path kern_matmul takes on this CPU with the current environment. */
 const char *kern_path(void);
 

@@ -4,6 +4,7 @@
  * types: within the 8-bit activation-rounding bound); (2) for quantized types, the dequantized weights times the
  * dequantized 8-bit activations, which the integer kernels must match to fp32 rounding. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "gguf.h"
@@ -160,6 +161,53 @@ int main(void) {
         free(x);
         free(y1);
         free(y2);
+    }
+    /* kern_matmul_backward (via kern_gemm_acc): dx += dy·W, dw += dyᵀ·x against double loops, both paths, and the
+     * same bits for 1 and 2 threads */
+    {
+        const int64_t shapes[][3] = {{1, 20, 7}, {7, 37, 19}, {50, 300, 70}, {13, 64, 600}};
+        const int nthr = omp_get_max_threads();
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int64_t T = shapes[s][0], n_in = shapes[s][1], n_out = shapes[s][2];
+            float *x = malloc(sizeof(float) * T * n_in), *w = malloc(sizeof(float) * n_out * n_in),
+                  *dy = malloc(sizeof(float) * T * n_out);
+            for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(&r);
+            for (int64_t i = 0; i < n_out * n_in; i++) w[i] = moec_rng_normal(&r);
+            for (int64_t i = 0; i < T * n_out; i++) dy[i] = moec_rng_normal(&r);
+            float *dx[3], *dw[3];
+            for (int v = 0; v < 3; v++) {
+                dx[v] = malloc(sizeof(float) * T * n_in);
+                dw[v] = malloc(sizeof(float) * n_out * n_in);
+                for (int64_t i = 0; i < T * n_in; i++) dx[v][i] = 0.5f; /* accumulates */
+                for (int64_t i = 0; i < n_out * n_in; i++) dw[v][i] = -1.0f;
+                if (v == 1) setenv("MOEC_KERN", "scalar", 1);
+                if (v == 2) omp_set_num_threads(1);
+                T_CHECK(kern_matmul_backward(dx[v], dw[v], dy, x, w, T, n_in, n_out) == 0, "backward");
+                unsetenv("MOEC_KERN");
+                omp_set_num_threads(nthr);
+            }
+            int bad = 0;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < n_in; i++) {
+                    double e = 0.5, m = 0;
+                    for (int64_t o = 0; o < n_out; o++) e += (double)dy[t * n_out + o] * w[o * n_in + i], m += fabs(dy[t * n_out + o] * w[o * n_in + i]);
+                    for (int v = 0; v < 2; v++) bad += fabs(dx[v][t * n_in + i] - e) > 1e-5 * (m + 1);
+                }
+            for (int64_t o = 0; o < n_out; o++)
+                for (int64_t i = 0; i < n_in; i++) {
+                    double e = -1.0, m = 0;
+                    for (int64_t t = 0; t < T; t++) e += (double)dy[t * n_out + o] * x[t * n_in + i], m += fabs(dy[t * n_out + o] * x[t * n_in + i]);
+                    for (int v = 0; v < 2; v++) bad += fabs(dw[v][o * n_in + i] - e) > 1e-5 * (m + 1);
+                }
+            T_CHECK(bad == 0, "backward T=%lld n_in=%lld n_out=%lld: %d wrong values", (long long)T, (long long)n_in,
+                    (long long)n_out, bad);
+            T_CHECK(!memcmp(dx[0], dx[2], sizeof(float) * T * n_in) && !memcmp(dw[0], dw[2], sizeof(float) * n_out * n_in),
+                    "backward depends on the thread count");
+            for (int v = 0; v < 3; v++) free(dx[v]), free(dw[v]);
+            free(x);
+            free(w);
+            free(dy);
+        }
     }
     /* errors */
     float x[64] = {0}, y[4];
