@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 MODEL=models/default.gguf
 if [ ! -f "$MODEL" ]; then
     echo "demo: no $MODEL yet; making a small random yuan2moe model in $BUILD/demo.gguf" >&2
