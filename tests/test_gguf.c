@@ -513,7 +513,7 @@ static void check_hostile(void) {
     moec_rng rng;
     moec_rng_seed(&rng, 42);
     uint8_t *mut = malloc(x.n);
-    for (int it = 0; it < 3000; it++) {
+    for (int it = 0; it < 1500; it++) {
         memcpy(mut, x.b, x.n);
         int nflip = 1 + (int)(moec_rng_u64(&rng) % 3);
         for (int k = 0; k < nflip; k++) {
