@@ -395,10 +395,10 @@ AVX2 static inline __m256 mul_sum_us8(__m256i u, __m256i s) {
 
 AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *out, const uint8_t *p, ggml_type t,
                                                                         const kq8 *const *a, int NT, int64_t nb32) {
-    __m256 acc[4];
+    __m256 acc[4], acc2[4]; /* two chains per token: the FMA latency, not throughput, bounds a single chain */
     float corr[4];
     _Pragma("GCC unroll 4")
-    for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps(), corr[i] = 0.0f;
+    for (int i = 0; i < NT; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), corr[i] = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(15);
     if (t == GGML_Q8_0) {
         for (int64_t b = 0; b < nb32; b++) {
@@ -430,8 +430,17 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
         for (int64_t sb = 0; sb < nb32 / 8; sb++) {
             const uint8_t *blk = p + sb * 144;
             float d = f16s(blk), dmin = f16s(blk + 2);
+            /* the 8 six-bit scales and mins, branch-free on 32-bit words (layout: quant_q4_k_scale_min) */
+            uint32_t u[3], scw[2], mnw[2];
+            memcpy(u, blk + 4, 12);
+            scw[0] = u[0] & 0x3f3f3f3fu;
+            mnw[0] = u[1] & 0x3f3f3f3fu;
+            scw[1] = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
+            mnw[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
             uint8_t sc[8], mn[8];
-            for (int j = 0; j < 8; j++) quant_q4_k_scale_min(blk + 4, j, &sc[j], &mn[j]);
+            memcpy(sc, scw, 8);
+            memcpy(mn, mnw, 8);
+            _Pragma("GCC unroll 4")
             for (int g = 0; g < 4; g++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * g));
                 __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
@@ -442,7 +451,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                     __m256 s0 = mul_sum_us8(lo, _mm256_loadu_si256((const __m256i *)b0->q));
                     __m256 s1 = mul_sum_us8(hi, _mm256_loadu_si256((const __m256i *)b1->q));
                     acc[i] = _mm256_fmadd_ps(s0, _mm256_set1_ps(d0 * b0->d), acc[i]);
-                    acc[i] = _mm256_fmadd_ps(s1, _mm256_set1_ps(d1 * b1->d), acc[i]);
+                    acc2[i] = _mm256_fmadd_ps(s1, _mm256_set1_ps(d1 * b1->d), acc2[i]);
                     corr[i] += m0 * b0->ds + m1 * b1->ds;
                 }
             }
@@ -475,7 +484,8 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                         __m256i p16 = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)ab->q));
                         __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scv));
                         float da = d * ab->d;
-                        acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(da), acc[i]);
+                        if (k & 1) acc2[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(da), acc2[i]);
+                        else acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(da), acc[i]);
                         corr[i] += da * (float)(32 * (s0 * ab->s[0] + s1 * ab->s[1]));
                     }
                 }
@@ -483,7 +493,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
         }
     }
     _Pragma("GCC unroll 4")
-    for (int i = 0; i < NT; i++) out[i] = hsum8(acc[i]) - corr[i];
+    for (int i = 0; i < NT; i++) out[i] = hsum8(_mm256_add_ps(acc[i], acc2[i])) - corr[i];
 }
 
 AVX2 static void dot_q_avx2(float *out, const void *w, ggml_type t, const kq8 *const *a, int nt, int64_t nb32) {
