@@ -1,4 +1,4 @@
-/* kern: matrix products y[T, n_out] = x[T, n_in] · Wᵀ for W of type F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+/* kern: matrix products y[T, n_out] = x[T, n_in] · Wᵀ for W of type F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K.
  *
  * Two implementations of every inner kernel, chosen at run time: a portable scalar one and an AVX2/FMA/F16C one
  * (functions with __attribute__((target(...))), used when the CPU has the features and MOEC_KERN != "scalar").
@@ -62,7 +62,7 @@ static inline uint16_t ld16(const uint8_t *p) {
 }
 
 static int type_is_quant(ggml_type t) {
-    return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_K || t == GGML_Q6_K;
+    return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
 }
 
 /* Is the AVX2 path enabled? (CPU support, and not forced off with MOEC_KERN=scalar) */
@@ -102,6 +102,7 @@ int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n) {
         return 0;
     case GGML_Q8_0: quant_deq_q8_0(src, dst, n); return 0;
     case GGML_Q4_0: quant_deq_q4_0(src, dst, n); return 0;
+    case GGML_Q4_1: quant_deq_q4_1(src, dst, n); return 0;
     case GGML_Q4_K: quant_deq_q4_k(src, dst, n); return 0;
     case GGML_Q6_K: quant_deq_q6_k(src, dst, n); return 0;
     default: return moec_set_error("kern: unsupported weight type %s", ggml_type_name(t));
@@ -195,6 +196,13 @@ static void dot_q_scalar(float *out, const void *w, ggml_type t, const kq8 *cons
                 for (int j = 0; j < 16; j++)
                     s += ((blk[2 + j] & 15) - 8) * a[i][b].q[j] + ((blk[2 + j] >> 4) - 8) * a[i][b].q[j + 16];
                 acc += (float)s * (moec_f16_to_f32(ld16(blk)) * a[i][b].d);
+            }
+        } else if (t == GGML_Q4_1) {
+            for (int64_t b = 0; b < nb32; b++) {
+                const uint8_t *blk = p + b * 20;
+                int s = 0;
+                for (int j = 0; j < 16; j++) s += (blk[4 + j] & 15) * a[i][b].q[j] + (blk[4 + j] >> 4) * a[i][b].q[j + 16];
+                acc += (float)s * (moec_f16_to_f32(ld16(blk)) * a[i][b].d) + moec_f16_to_f32(ld16(blk + 2)) * a[i][b].ds;
             }
         } else if (t == GGML_Q4_K) {
             for (int64_t sb = 0; sb < nb32 / 8; sb++) {
@@ -424,6 +432,19 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                 __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
                 acc[i] = _mm256_fmadd_ps(mul_sum_us8(wu, aq), _mm256_set1_ps(dw * a[i][b].d), acc[i]);
                 corr[i] += dw8 * a[i][b].ds;
+            }
+        }
+    } else if (t == GGML_Q4_1) { /* x = d*q + m, q in 0..15: d*da*Σq·a + m*da*Σa */
+        for (int64_t b = 0; b < nb32; b++) {
+            const uint8_t *blk = p + b * 20;
+            __m128i v = _mm_loadu_si128((const __m128i *)(blk + 4));
+            __m256i wu = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
+            float dw = f16s(blk), mw = f16s(blk + 2);
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NT; i++) {
+                __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
+                acc[i] = _mm256_fmadd_ps(mul_sum_us8(wu, aq), _mm256_set1_ps(dw * a[i][b].d), acc[i]);
+                corr[i] -= mw * a[i][b].ds;
             }
         }
     } else if (t == GGML_Q4_K) {

@@ -9,7 +9,7 @@
 #include "gguf.h"
 
 /* y[T, n_out] = x[T, n_in] · Wᵀ, W: [n_out, n_in] of type wtype. y is overwritten.
- * Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K (n_in a multiple of the block size). For quantized W the
+ * Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K (n_in a multiple of the block size). For quantized W the
  * activations are quantized to 8 bits per 32-block first (as ggml does). Threaded with OpenMP when the call is big
  * enough; env MOEC_KERN=scalar forces the portable path. Returns -1 (error set) for an unsupported type/shape. */
 int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out);

@@ -78,6 +78,17 @@ void quant_deq_q4_0(const void *src, float *x, int64_t n) {
     }
 }
 
+void quant_deq_q4_1(const void *src, float *x, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n / QUANT_QK; b++, p += 20, x += QUANT_QK) {
+        float d = moec_f16_to_f32(rd16(p)), m = moec_f16_to_f32(rd16(p + 2));
+        for (int j = 0; j < 16; j++) {
+            x[j] = d * (float)(p[4 + j] & 15) + m;
+            x[j + 16] = d * (float)(p[4 + j] >> 4) + m;
+        }
+    }
+}
+
 void quant_q4_k_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *m) {
     /* bytes 0..3: low 6 bits = scale of sub-blocks 0..3, top 2 bits = high bits of scale 4..7;
      * bytes 4..7: same for the mins; bytes 8..11: low nibble = low 4 bits of scale 4..7, high nibble = of min 4..7 */
@@ -248,7 +259,7 @@ int quant_model_file(const char *in, const char *out, ggml_type target, int64_t 
             continue;
         }
         CHECK(t->type == GGML_F32 || t->type == GGML_F16 || t->type == GGML_BF16 || t->type == GGML_Q8_0 ||
-                  t->type == GGML_Q4_0 || t->type == GGML_Q4_K || t->type == GGML_Q6_K,
+                  t->type == GGML_Q4_0 || t->type == GGML_Q4_1 || t->type == GGML_Q4_K || t->type == GGML_Q6_K,
               "%s: tensor '%s' has type %s, which moec cannot convert", in, t->name_z, ggml_type_name(t->type));
         jobs[i] = (quant_job){t, dt, ggml_row_bytes(t->type, t->ne[0]), ggml_row_bytes(dt, t->ne[0])};
         TRY(gguf_w_add_tensor_fill(w, t->name_z, dt, t->n_dims, t->ne, quant_fill, &jobs[i]));

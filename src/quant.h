@@ -1,5 +1,5 @@
 /* quant: ggml block formats. Quantizers for Q8_0 and Q4_0 (ggml's reference rounding rules) and
- * dequantizers for Q8_0, Q4_0, Q4_K, Q6_K. Layouts (../shared/spec/formats.md, little-endian, packed):
+ * dequantizers for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. Layouts (../shared/spec/formats.md, little-endian, packed):
  *   Q8_0 (32 elems, 34 B): f16 d; int8 q[32];                       x = d * q
  *   Q4_0 (32 elems, 18 B): f16 d; u8 qs[16];                         x[j] = d * ((qs[j] & 15) - 8),
  *                                                                    x[j+16] = d * ((qs[j] >> 4) - 8)
@@ -26,6 +26,7 @@ void quant_q4_0(const float *x, void *dst, int64_t n);
 /* Blocks -> x[n]. */
 void quant_deq_q8_0(const void *src, float *x, int64_t n);
 void quant_deq_q4_0(const void *src, float *x, int64_t n);
+void quant_deq_q4_1(const void *src, float *x, int64_t n); /* Q4_1 (32, 20 B): f16 d, f16 m, u8 qs[16]; x = d*q + m */
 void quant_deq_q4_k(const void *src, float *x, int64_t n);
 void quant_deq_q6_k(const void *src, float *x, int64_t n);
 

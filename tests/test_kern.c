@@ -26,12 +26,13 @@ static void *make_w(ggml_type t, int64_t n_in, int64_t n_out, moec_rng *r) {
     float *row = malloc((size_t)n_in * sizeof(float));
     for (int64_t o = 0; o < n_out; o++) {
         uint8_t *p = w + rb * (size_t)o;
-        if (t == GGML_Q4_K || t == GGML_Q6_K) {
+        if (t == GGML_Q4_K || t == GGML_Q6_K || t == GGML_Q4_1) {
             for (size_t i = 0; i < rb; i++) p[i] = (uint8_t)moec_rng_u64(r);
-            for (size_t b = 0; b < rb; b += t == GGML_Q4_K ? 144 : 210) {
+            for (size_t b = 0; b < rb; b += t == GGML_Q4_K ? 144 : t == GGML_Q4_1 ? 20 : 210) {
                 uint16_t d = moec_f32_to_f16(0.002f * (1.0f + moec_rng_uniform(r)));
                 uint16_t dm = moec_f32_to_f16(0.004f * moec_rng_uniform(r));
-                if (t == GGML_Q4_K) {
+                if (t == GGML_Q4_K || t == GGML_Q4_1) {
+                    if (t == GGML_Q4_1) dm = moec_f32_to_f16(0.02f * (moec_rng_uniform(r) - 0.5f));
                     memcpy(p + b, &d, 2);
                     memcpy(p + b + 2, &dm, 2);
                 } else {
@@ -58,7 +59,7 @@ static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int 
     for (int64_t i = 0; i < T * n_out; i++) y[i] = NAN; /* must be overwritten */
     size_t rb = ggml_row_bytes(t, n_in);
     for (int64_t o = 0; o < n_out; o++) kern_row_to_f32(wf + o * n_in, (const uint8_t *)w + rb * (size_t)o, t, n_in);
-    int quant = t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_K || t == GGML_Q6_K;
+    int quant = t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
     if (quant) { /* dequantized activations, from the documented block layout */
         act_blk *a = malloc(kern_act_bytes(n_in));
         for (int64_t tt = 0; tt < T; tt++) {
@@ -122,7 +123,7 @@ int main(void) {
     moec_rng_seed(&r, 1234);
     printf("kern path: %s\n", kern_path());
     const ggml_type ft[3] = {GGML_F32, GGML_F16, GGML_BF16};
-    const ggml_type qt[4] = {GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K};
+    const ggml_type qt[5] = {GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q6_K};
     for (int scalar = 0; scalar < 2; scalar++) {
         /* float types: odd n_in (k tails), partial 3x4 tiles, > 1 k panel (512), > 1 row block (64), > 1 token block */
         const int64_t fs[][3] = {{1, 35, 7}, {2, 8, 1}, {3, 16, 4}, {5, 37, 9}, {7, 1030, 67}, {100, 520, 70},
@@ -131,9 +132,9 @@ int main(void) {
             for (size_t s = 0; s < sizeof fs / sizeof fs[0]; s++)
                 check_case(ft[k], fs[s][0], fs[s][1], fs[s][2], scalar, &r);
         const int64_t qs[][3] = {{1, 256, 5}, {2, 512, 3}, {3, 256, 9}, {5, 768, 70}, {70, 256, 65}, {1, 1024, 130}};
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < 5; k++)
             for (size_t s = 0; s < sizeof qs / sizeof qs[0]; s++) {
-                if (k < 2 || qs[s][1] % 256 == 0) check_case(qt[k], qs[s][0], qs[s][1], qs[s][2], scalar, &r);
+                if (k < 3 || qs[s][1] % 256 == 0) check_case(qt[k], qs[s][0], qs[s][1], qs[s][2], scalar, &r);
             }
         /* Q8_0/Q4_0 with n_in not a multiple of 256 */
         check_case(GGML_Q8_0, 4, 96, 11, scalar, &r);
@@ -145,8 +146,8 @@ int main(void) {
         float *x = malloc(sizeof(float) * T * n_in), *y1 = malloc(sizeof(float) * T * n_out),
               *y2 = malloc(sizeof(float) * T * n_out);
         for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(&r);
-        const ggml_type all[7] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K};
-        for (int k = 0; k < 7; k++) {
+        const ggml_type all[8] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q6_K};
+        for (int k = 0; k < 8; k++) {
             void *w = make_w(all[k], n_in, n_out, &r);
             setenv("MOEC_KERN", "scalar", 1);
             kern_matmul(y1, x, w, all[k], T, n_in, n_out);
@@ -212,7 +213,8 @@ int main(void) {
     /* errors */
     float x[64] = {0}, y[4];
     uint8_t w[256] = {0};
-    T_CHECK(kern_matmul(y, x, w, GGML_Q4_1, 1, 32, 1) != 0 && strstr(moec_last_error(), "Q4_1"), "Q4_1 unsupported");
+    T_CHECK(kern_matmul(y, x, w, (ggml_type)6, 1, 32, 1) != 0 && strstr(moec_last_error(), "unknown"), "type 6 unknown: %s",
+            moec_last_error());
     T_CHECK(kern_matmul(y, x, w, GGML_Q8_0, 1, 48, 1) != 0, "n_in not a multiple of the block");
     T_CHECK(kern_matmul(y, x, w, (ggml_type)77, 1, 32, 1) != 0, "unknown type");
     T_CHECK(kern_matmul(y, x, w, GGML_F32, 0, 32, 1) == 0, "T = 0 is a no-op");

@@ -129,16 +129,17 @@ static void check_kquants(void) {
     moec_rng r;
     moec_rng_seed(&r, 99);
     const int nb = 24;
-    for (int k = 0; k < 2; k++) {
-        ggml_type t = k ? GGML_Q6_K : GGML_Q4_K;
-        size_t bs = k ? 210 : 144;
+    for (int k = 0; k < 3; k++) {
+        ggml_type t = k == 2 ? GGML_Q4_1 : k ? GGML_Q6_K : GGML_Q4_K;
+        size_t bs = k == 2 ? 20 : k ? 210 : 144;
+        int per = k == 2 ? 32 : 256; /* elements per block */
         uint8_t *blk = malloc(bs * nb);
         for (size_t i = 0; i < bs * nb; i++) blk[i] = (uint8_t)moec_rng_u64(&r);
         for (int b = 0; b < nb; b++) {
             uint16_t d = moec_f32_to_f16(ldexpf(1.0f + moec_rng_uniform(&r), -4 - (int)(moec_rng_u64(&r) % 7)));
             uint16_t dm = moec_f32_to_f16(ldexpf(1.0f + moec_rng_uniform(&r), -6));
             uint8_t *p = blk + bs * b;
-            if (t == GGML_Q4_K) {
+            if (t == GGML_Q4_K || t == GGML_Q4_1) {
                 memcpy(p, &d, 2);
                 memcpy(p + 2, &dm, 2);
             } else {
@@ -148,11 +149,11 @@ static void check_kquants(void) {
         T_CHECK(write_file(tpath("k.bin"), blk, bs * nb) == 0, "write");
         T_CHECK(run_ref("deq", ggml_type_name(t), tpath("k.bin"), tpath("k.f32")) == 0, "ref.py");
         size_t dn = 0;
-        float *ref = read_all(tpath("k.f32"), &dn), *ours = malloc(sizeof(float) * 256 * nb);
-        T_CHECK(ref && dn == sizeof(float) * 256 * nb, "ref size");
-        T_CHECK(kern_row_to_f32(ours, blk, t, 256 * nb) == 0, "deq");
+        float *ref = read_all(tpath("k.f32"), &dn), *ours = malloc(sizeof(float) * per * nb);
+        T_CHECK(ref && dn == sizeof(float) * per * nb, "ref size");
+        T_CHECK(kern_row_to_f32(ours, blk, t, per * nb) == 0, "deq");
         int bad = 0;
-        for (int i = 0; ref && i < 256 * nb; i++)
+        for (int i = 0; ref && i < per * nb; i++)
             if (fabsf(ours[i] - ref[i]) > 1e-6f * fabsf(ref[i]) + 1e-7f && bad++ < 5)
                 T_CHECK(0, "%s element %d: ours %g ref %g", ggml_type_name(t), i, ours[i], ref[i]);
         T_CHECK(bad == 0, "%s: %d values differ from the oracle", ggml_type_name(t), bad);

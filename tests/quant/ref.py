@@ -2,7 +2,7 @@
 """Independent oracle for tests/test_quant.c (numpy only, written from the format description).
 
   ref.py quant Q8_0|Q4_0 IN.f32 OUT.bin   quantize float32 values with ggml's reference rules
-  ref.py deq   Q4_K|Q6_K|Q8_0|Q4_0 IN.bin OUT.f32   dequantize blocks
+  ref.py deq   Q4_K|Q6_K|Q8_0|Q4_0|Q4_1 IN.bin OUT.f32   dequantize blocks
 """
 import sys
 
@@ -114,6 +114,15 @@ def deq_q4_0(blob):
     return np.array(ys, dtype=np.float64)
 
 
+def deq_q4_1(blob):
+    ys = []
+    for off in range(0, len(blob), 20):
+        d, m = f16_val(blob[off:off + 2]), f16_val(blob[off + 2:off + 4])
+        qs = blob[off + 4:off + 20]
+        ys += [d * (qs[j] % 16) + m for j in range(16)] + [d * (qs[j] // 16) + m for j in range(16)]
+    return np.array(ys, dtype=np.float64)
+
+
 def main():
     mode, typ, src, dst = sys.argv[1:5]
     data = open(src, "rb").read()
@@ -122,7 +131,7 @@ def main():
         out = quant_q8_0(x) if typ == "Q8_0" else quant_q4_0(x)
         open(dst, "wb").write(out)
     else:
-        f = {"Q4_K": deq_q4_k, "Q6_K": deq_q6_k, "Q8_0": deq_q8_0, "Q4_0": deq_q4_0}[typ]
+        f = {"Q4_K": deq_q4_k, "Q6_K": deq_q6_k, "Q8_0": deq_q8_0, "Q4_0": deq_q4_0, "Q4_1": deq_q4_1}[typ]
         f(data).astype(np.float32).tofile(dst)
 
 
