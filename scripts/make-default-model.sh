@@ -6,16 +6,16 @@
 #
 # usage: scripts/make-default-model.sh [WORK_DIR]      (default build/default-model; then copies to models/)
 # env:   MOEC (build/moec), MOEC_SHARED (../shared), THREADS (OpenMP threads for training, 1: the committed model
-#        was trained with 1 thread; the same thread count reproduces it bit for bit), STEPS (900),
+#        was trained with 1 thread; the same thread count reproduces it bit for bit), STEPS (700),
 #        INSTALL (1: copy the result to models/default.gguf; 0: leave it in WORK_DIR).
-# Time: about 35-45 minutes on one core of a 2020s x86-64 CPU (~350-500 training tokens/s).
+# Time: about 30-45 minutes on one core of a 2020s x86-64 CPU (~270-400 training tokens/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MOEC=${MOEC:-build/moec}
 SHARED=${MOEC_SHARED:-../shared}
 OUT=${1:-build/default-model}
 THREADS=${THREADS:-1}
-STEPS=${STEPS:-900}
+STEPS=${STEPS:-700}
 INSTALL=${INSTALL:-1}
 TEXT=$SHARED/data/corpora/tinyshakespeare.txt
 [ -f "$TEXT" ] || { echo "make-default-model: $TEXT not found (set MOEC_SHARED)" >&2; exit 1; }
@@ -36,8 +36,8 @@ spm_train --input="$TEXT" --model_prefix="$OUT/vocab" --vocab_size=1024 --model_
 "$MOEC" init "$OUT/init.gguf" --arch yuan2moe --dim 128 --layers 4 --heads 4 --experts 8 --top-k 2 --ff 256 \
     --ctx 256 --router attention --lfa on --vocab-from "$OUT/vocab.model" --seed 1
 
-# 4. training: AdamW (moec defaults: betas 0.9/0.95, wd 0.1, clip 1.0), 900 steps x 4 rows x 256 tokens
-#    (~922k tokens, ~2 epochs), lr 3e-3 with 40 warm-up steps then cosine to 3e-4; checkpoint every 50 steps
+# 4. training: AdamW (moec defaults: betas 0.9/0.95, wd 0.1, clip 1.0), 700 steps x 4 rows x 256 tokens
+#    (~717k tokens, ~1.5 epochs), lr 3e-3 with 40 warm-up steps then cosine to 3e-4; checkpoint every 50 steps
 #    (an interrupted run continues exactly with: moec train --resume OUT/run.ckpt <the same arguments>)
 ck="$OUT/run.ckpt"
 args=(-d "$OUT/data/train.bin" --val "$OUT/data/val.bin" --batch 4 --seq 256 --steps "$STEPS" --lr 3e-3
