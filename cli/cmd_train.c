@@ -265,6 +265,9 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "moec train: %zu parameters, %lld steps of %lld x %ld tokens, from step %lld\n", s->n,
                 (long long)steps, (long long)rows_per_step, T, (long long)pr.step);
 
+    if (pr.step >= steps && !quiet)
+        fprintf(stderr, "moec train: the checkpoint is at step %lld >= --steps %ld: nothing to do\n",
+                (long long)pr.step, steps);
     double t0 = moec_time(), tok_run = 0;
     while (pr.step < steps) {
         float cur_lr = train_lr_at(pr.step, warmup, steps, (float)lr, (float)lr_min);
