@@ -18,11 +18,17 @@ THREADS=${THREADS:-1}
 STEPS=${STEPS:-700}
 INSTALL=${INSTALL:-1}
 TEXT=$SHARED/data/corpora/tinyshakespeare.txt
-[ -f "$TEXT" ] || { echo "make-default-model: $TEXT not found (set MOEC_SHARED)" >&2; exit 1; }
+SHA=86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed
+URL=https://raw.githubusercontent.com/karpathy/char-rnn/6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/data/tinyshakespeare/input.txt
+mkdir -p "$OUT"
+if [ ! -f "$TEXT" ]; then   # no ../shared checkout: fetch the corpus (1115394 bytes) from its origin
+    TEXT=$OUT/tinyshakespeare.txt
+    [ -f "$TEXT" ] || curl -fsSL -o "$TEXT" "$URL" || { echo "make-default-model: cannot download $URL" >&2; exit 1; }
+fi
+echo "$SHA  $TEXT" | sha256sum -c --quiet - || { echo "make-default-model: $TEXT is not the expected corpus" >&2; exit 1; }
 [ -x "$MOEC" ] || { echo "make-default-model: $MOEC not built (run make)" >&2; exit 1; }
 command -v spm_train >/dev/null || { echo "make-default-model: spm_train missing (apt-get install sentencepiece)" >&2; exit 1; }
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-mkdir -p "$OUT"
 
 # 1. vocabulary: SentencePiece BPE, 1024 pieces, byte fallback, identity normalizer; Yuan's <eod>/<sep> specials
 spm_train --input="$TEXT" --model_prefix="$OUT/vocab" --vocab_size=1024 --model_type=bpe \
