@@ -3,9 +3,9 @@
 #   moe-llama-f16.gguf    Mixtral-style `llama` MoE, ~1.3 GB at F16: dim 1024, 8 layers, 16 heads (4 KV heads),
 #                         8 experts top-2, expert FFN 2816, vocab 32000 with the LLaMA 2 tokenizer embedded (so
 #                         llama.cpp accepts it), untied output
-#   moe-llama-q8_0.gguf, moe-llama-q4_0.gguf   the same quantized: `moec quantize F16 OUT TYPE` when that command
-#                         exists, else written directly by `moec init --type q8_0|q4_0` (same seed, same weights
-#                         before rounding; the router stays F32 either way, as llama.cpp's quantizer keeps it)
+#   moe-llama-q8_0.gguf, moe-llama-q4_0.gguf   the F16 model through `moec quantize IN OUT --type q8_0|q4_0`
+#                         (with q4_0 it keeps token_embd/output at q8_0); if that fails, written directly by
+#                         `moec init --type q8_0|q4_0` (same seed; every matrix but the router/LFA quantized)
 #   moe-yuan-f16.gguf     the same sizes as `yuan2moe` (attention router, LFA, no GQA: 16 KV heads, tied embedding)
 # usage: bench/make-models.sh [BUILD]
 set -eu
@@ -28,7 +28,7 @@ fi
 for q in q8_0 q4_0; do
     [ -f "$OUT/moe-llama-$q.gguf" ] && continue
     if "$MOEC" quantize --help >/dev/null 2>&1 &&
-        "$MOEC" quantize "$OUT/moe-llama-f16.gguf" "$OUT/moe-llama-$q.gguf" "$q"; then
+        "$MOEC" quantize "$OUT/moe-llama-f16.gguf" "$OUT/moe-llama-$q.gguf" --type "$q"; then
         :
     else
         echo "make-models: using moec init --type $q (moec quantize not available or failed)"
