@@ -39,13 +39,14 @@ if bw:
     out.append("- read bandwidth (bench/bw.c, 1 GiB, best of 5 passes before and 5 after the runs): " +
                ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw[t]['best_gbps']:.1f} GB/s" for t in sorted(bw)))
 out.append("")
-out.append("| model | threads | engine | pp tok/s | tg tok/s | moec/llama.cpp pp | moec/llama.cpp tg | "
+out.append("| model | threads | engine | pp tok/s | pp GFLOP/s | tg tok/s | moec/llama.cpp pp | moec/llama.cpp tg | "
            "weights/token MB | tg bound tok/s | tg % of bound | peak RSS MB | first tokens agree |")
-out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for m in models:
     for t in sorted({k[1] for k in groups if k[0] == m}):
         g = groups[(m, t)]
         wb = next((r.get("weight_bytes_per_token") for r in g.values() if r.get("weight_bytes_per_token")), None)
+        fl = next((r.get("flops_per_token") for r in g.values() if r.get("flops_per_token")), None)
         bound = bw[t]["best_gbps"] * 1e9 / wb if (wb and t in bw) else None
         mo, ll = g.get("moec"), g.get("llama.cpp")
         agree = "—"
@@ -59,18 +60,19 @@ for m in models:
             if not r: continue
             name = os.path.basename(m)
             if r.get("error"):
-                out.append(f"| {name} | {t} | {eng} | error: {r['error'][:80]} | | | | | | | | |")
+                out.append(f"| {name} | {t} | {eng} | error: {r['error'][:80]} | | | | | | | | | |")
                 continue
             ratio_pp = ratio_tg = None
             if eng == "moec" and ll and not ll.get("error"):
                 ratio_pp, ratio_tg = r["pp_tps"] / ll["pp_tps"], r["tg_tps"] / ll["tg_tps"]
             frac = r["tg_tps"] / bound * 100 if bound else None
-            out.append(f"| {name} | {t} | {eng} | {f(r['pp_tps'])} | {f(r['tg_tps'])} | {f(ratio_pp, 3)} | {f(ratio_tg, 3)} | "
+            gf = r["pp_tps"] * fl / 1e9 if fl else None
+            out.append(f"| {name} | {t} | {eng} | {f(r['pp_tps'])} | {f(gf, 1)} | {f(r['tg_tps'])} | {f(ratio_pp, 3)} | {f(ratio_tg, 3)} | "
                        f"{f(wb / 1e6 if wb else None, 1)} | {f(bound, 1)} | {f(frac, 1)} | {f(r.get('rss_max_mb'), 0)} | "
                        f"{agree if eng == 'moec' else ''} |")
 out.append("")
 out.append("tg bound = read bandwidth / bytes of weights read per decoded token (active experts, attention, lm head, "
-           "one embedding row; from `moec info`). Ratios > 1 mean moec is faster. Above 100% of the bound means the bandwidth was measured at a busier moment than the decode. \"first tokens agree\": greedy tokens "
+           "one embedding row; from `moec info`). pp GFLOP/s = pp tok/s x FLOPs per token at context P (2 x matmul weights + attention). Ratios > 1 mean moec is faster. Above 100% of the bound means the bandwidth was measured at a busier moment than the decode. \"first tokens agree\": greedy tokens "
            "of moec and llama.cpp from the same prompt ids (a cross-check of both forwards on our GGUF file).")
 md = "\n".join(out) + "\n"
 open(md_path, "w").write(md)
