@@ -763,7 +763,7 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
 #pragma omp parallel if (par)
     {
         /* B panel [kc x nc] packed as nc/16 strips of [kc x 16] (the column tail stays in place) */
-        float *pk = moec_malloc((size_t)GN_KC * GN_NB * sizeof(float));
+        float *pk = moec_malloc((size_t)GN_KC * (GN_NB + GN_MB + 6) * sizeof(float)), *pa = pk + (size_t)GN_KC * GN_NB;
         if (!pk) {
 #pragma omp atomic write
             bad = 1;
@@ -780,18 +780,34 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
                 if (simd)
                     for (int64_t js = 0; js < nc16; js += 16)
                         for (int64_t k = 0; k < kc; k++) memcpy(pk + js * kc + k * 16, bt + k * N + js, 16 * sizeof(float));
+#if KERN_X86 && defined(__GNUC__)
+                if (simd) {
+                    /* A rows [i0, i1) x kc packed as strips of 6 rows, k-major (6 floats per k); then each packed B
+                     * strip (16 KB, stays in L1) meets every A strip */
+                    for (int64_t i = i0; i < i1; i += 6) {
+                        int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                        float *ps = pa + (i - i0) * kc;
+                        const float *at = a + i * a_rs + k0 * a_cs;
+                        for (int64_t k = 0; k < kc; k++)
+                            for (int ii = 0; ii < mr; ii++) ps[k * 6 + ii] = at[ii * a_rs + k * a_cs];
+                    }
+                    for (int64_t js = 0; js < nc16; js += 16)
+                        for (int64_t i = i0; i < i1; i += 6) {
+                            int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                            gnn_strip_avx2(c + i * N + j0 + js, N, pa + (i - i0) * kc, 1, 6, pk + js * kc, mr, kc);
+                        }
+                    if (nc16 < nc)
+                        for (int64_t i = i0; i < i1; i += 6) {
+                            int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                            gnn_tile_scalar(c + i * N + j0 + nc16, N, a + i * a_rs + k0 * a_cs, a_rs, a_cs, bt + nc16,
+                                            N, mr, nc - nc16, kc);
+                        }
+                    continue;
+                }
+#endif
                 for (int64_t i = i0; i < i1; i += 6) {
                     int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
-                    float *ct = c + i * N + j0;
-                    const float *at = a + i * a_rs + k0 * a_cs;
-#if KERN_X86 && defined(__GNUC__)
-                    if (simd) {
-                        for (int64_t js = 0; js < nc16; js += 16) gnn_strip_avx2(ct + js, N, at, a_rs, a_cs, pk + js * kc, mr, kc);
-                        if (nc16 < nc) gnn_tile_scalar(ct + nc16, N, at, a_rs, a_cs, bt + nc16, N, mr, nc - nc16, kc);
-                        continue;
-                    }
-#endif
-                    gnn_tile_scalar(ct, N, at, a_rs, a_cs, bt, N, mr, nc, kc);
+                    gnn_tile_scalar(c + i * N + j0, N, a + i * a_rs + k0 * a_cs, a_rs, a_cs, bt, N, mr, nc, kc);
                 }
             }
         }
