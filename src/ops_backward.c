@@ -13,12 +13,14 @@ static void axpy_rows(float *restrict dst, const float *src, int64_t stride, con
         if (c0 == 0.0f && c1 == 0.0f && c2 == 0.0f && c3 == 0.0f) continue;
         const float *restrict s0 = src + j * stride, *restrict s1 = s0 + stride, *restrict s2 = s1 + stride,
                               *restrict s3 = s2 + stride;
+#pragma omp simd
         for (int64_t i = 0; i < len; i++) dst[i] += c0 * s0[i] + c1 * s1[i] + c2 * s2[i] + c3 * s3[i];
     }
     for (; j < n; j++) {
         float cj = c[j * cstride];
         if (cj == 0.0f) continue;
         const float *restrict sj = src + j * stride;
+#pragma omp simd
         for (int64_t i = 0; i < len; i++) dst[i] += cj * sj[i];
     }
 }
