@@ -2,6 +2,7 @@
 #include "ops_backward.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* dst[i] += Σ_j c[j]·src_j[i] over n rows src_j = src + j·stride, four rows at a time (fixed order). */
@@ -86,6 +87,13 @@ void ops_rope_backward(float *dx, int64_t T, int64_t n_heads, int64_t d, int64_t
     }
 }
 
+static float dot_f32(const float *restrict a, const float *restrict b, int64_t n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
 /* backward of ops_attention (pos0 = 0) */
 void ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                             const float *v, const float *probs, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
@@ -94,32 +102,33 @@ void ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
     memset(dq, 0, (size_t)(T * P) * sizeof(float));
     memset(dk, 0, (size_t)(T * Pkv) * sizeof(float));
     memset(dv, 0, (size_t)(T * Pkv) * sizeof(float));
-    /* dp_j = dout_t·v_j is computed twice (for Σ p·dp, then per j) to need no scratch */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel
+    {
+        /* dp_j = dout_t·v_j, kept per thread (recomputed if the row cannot be allocated: same bits) */
+        float *dpb = malloc((size_t)T * sizeof(float));
+#pragma omp for schedule(static)
         for (int64_t kvh = 0; kvh < n_kv; kvh++) {
             int64_t ko = kvh * d;
             for (int64_t hh = 0; hh < g; hh++) {
                 int64_t h = kvh * g + hh, qo = h * d;
                 for (int64_t t = 0; t < T; t++) {
                     const float *p = probs + (h * T + t) * T;
-                    const float *go = dout + t * P + qo;
-                    /* dp_j = go·v_j; Σ_j p_j dp_j */
-                    double sum = 0.0;
+                    const float *restrict go = dout + t * P + qo;
+                    double sum = 0.0; /* Σ_j p_j dp_j */
                     for (int64_t j = 0; j <= t; j++) {
-                        const float *vj = v + j * Pkv + ko;
-                        float dp = 0.0f;
-                        for (int64_t i = 0; i < d; i++) dp += go[i] * vj[i];
+                        float dp = dot_f32(go, v + j * Pkv + ko, d);
+                        if (dpb) dpb[j] = dp;
                         sum += (double)p[j] * dp;
                     }
-                    float *dqt = dq + t * P + qo;
-                    const float *qt = q + t * P + qo;
+                    float *restrict dqt = dq + t * P + qo;
+                    const float *restrict qt = q + t * P + qo;
                     for (int64_t j = 0; j <= t; j++) {
-                        const float *vj = v + j * Pkv + ko, *kj = k + j * Pkv + ko;
-                        float dp = 0.0f;
-                        for (int64_t i = 0; i < d; i++) dp += go[i] * vj[i];
+                        const float *restrict kj = k + j * Pkv + ko;
+                        float dp = dpb ? dpb[j] : dot_f32(go, v + j * Pkv + ko, d);
                         float pj = p[j];
                         float ds = pj * (dp - (float)sum) * scale;
-                        float *dkj = dk + j * Pkv + ko, *dvj = dv + j * Pkv + ko;
+                        float *restrict dkj = dk + j * Pkv + ko, *restrict dvj = dv + j * Pkv + ko;
+#pragma omp simd
                         for (int64_t i = 0; i < d; i++) {
                             dvj[i] += pj * go[i];
                             dqt[i] += ds * kj[i];
@@ -129,6 +138,8 @@ void ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
                 }
             }
         }
+        free(dpb);
+    }
 }
 
 /* backward of ops_swiglu */
