@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the shipped default model (models/default.gguf): a small yuan2moe (attention router, LFA) trained from
 # scratch with moec on tinyshakespeare (public domain), with its own SentencePiece BPE vocabulary embedded.
-# Steps: spm_train -> moec prepare -> moec init -> moec train -> moec export -> moec quantize q8_0 -> perplexity.
+# Steps: spm_train -> moec prepare -> moec init -> moec train -> moec export (+ tokenizer) -> moec quantize q8_0.
 # See models/README.md for the numbers this produced.
 #
 # usage: scripts/make-default-model.sh [WORK_DIR]      (default build/default-model; then copies to models/)
@@ -55,7 +55,9 @@ else
 fi
 
 # 5. export (drop the optimizer state), quantize to Q8_0, and measure both on the validation text
-"$MOEC" export "$ck" "$OUT/default-f32.gguf"
+#    (training checkpoints do not carry the tokenizer keys yet: copy them back from the initial model)
+"$MOEC" export "$ck" "$OUT/export.gguf"
+/usr/bin/python3 scripts/gguf-add-tokenizer.py "$OUT/export.gguf" "$OUT/init.gguf" "$OUT/default-f32.gguf"
 "$MOEC" quantize "$OUT/default-f32.gguf" "$OUT/default-q8_0.gguf" --type q8_0
 for m in f32 q8_0; do
     echo "== validation perplexity ($m, -c 256):"
