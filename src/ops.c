@@ -70,19 +70,6 @@ void ops_rope(float *x, int64_t T, int64_t n_heads, int64_t d, int64_t rope_dims
     }
 }
 
-void ops_softmax(float *x, int64_t n) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
-        if (x[i] > mx) mx = x[i];
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* Dot product with 8 independent lanes (vectorizable without -ffast-math), lanes summed pairwise at the end. */
 static inline float dot8(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
@@ -101,34 +88,11 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* AVX2+FMA versions of dot8/axpy for the attention loops, chosen once per call (the same path for every
- * query, so decode and full pass still agree). MOEC_KERN=scalar forces the portable path, as in kern.c. */
+/* The AVX2 path (attention, exp) is chosen once per call (the same path for every query, so decode and full pass
+ * agree). MOEC_KERN=scalar forces the portable path, as in kern.c. */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #include <immintrin.h>
 #define OPS_X86 1
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float r = _mm_cvtss_f32(h);
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
-}
-__attribute__((target("avx2,fma"))) static void axpy_avx2(float *restrict y, float a, const float *restrict x,
-                                                          int64_t n) {
-    __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
 /* kern's probe (cached, honours MOEC_KERN=scalar): its AVX2 path needs AVX2 + FMA + F16C, so do we */
 static int ops_simd(void) { return strcmp(kern_path(), "avx2") == 0; }
 #else
@@ -148,35 +112,219 @@ __attribute__((target("avx2,fma,f16c"))) static void f32_to_f16_f16c(uint16_t *d
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = moec_f32_to_f16(src[i]);
 }
-/* fused f16-row versions: the row is converted in registers */
-__attribute__((target("avx2,fma,f16c"))) static float dot_f16_f16c(const float *a, const uint16_t *b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8))),
-                             s1);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), s0);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float r = _mm_cvtss_f32(h);
-    for (; i < n; i++) r += a[i] * moec_f16_to_f32(b[i]);
-    return r;
-}
-__attribute__((target("avx2,fma,f16c"))) static void axpy_f16_f16c(float *restrict y, float a,
-                                                                  const uint16_t *restrict x, int64_t n) {
-    __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                                _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * moec_f16_to_f32(x[i]);
-}
 static int ops_f16c(void) { return ops_simd(); }
+#endif
+
+/* ---- AVX2 attention and exp kernels ---- */
+#if OPS_X86
+#define AVX __attribute__((target("avx2,fma,f16c")))
+
+/* exp of 8 lanes: 2^n · p(r), n = round(x·log2 e), r = x − n·ln2 (two-part ln2, fused), p = Taylor series of
+ * degree 7 (|r| <= ln2/2: truncation < 0.1 ulp; about 1 ulp in all). x < −87.33 gives 0 (libm: a denormal),
+ * x > 88 is clamped to exp(88) (callers only need exp <= 1, or a huge value), NaN stays NaN. */
+AVX static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33f), hi = _mm256_set1_ps(88.0f);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606820309417e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), y);            /* underflow -> 0 */
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN -> NaN */
+}
+
+AVX static void swiglu_avx2(float *out, const float *gate, const float *up, int64_t N) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= N; i += 8) {
+        __m256 z = _mm256_loadu_ps(gate + i);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(z, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    if (i < N) { /* tail through the same lanes (padded), so every element gets the same arithmetic */
+        float z[8] = {0}, u[8] = {0}, o[8];
+        memcpy(z, gate + i, (size_t)(N - i) * sizeof(float));
+        memcpy(u, up + i, (size_t)(N - i) * sizeof(float));
+        __m256 zv = _mm256_loadu_ps(z);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), zv));
+        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_div_ps(zv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u)));
+        memcpy(out + i, o, (size_t)(N - i) * sizeof(float));
+    }
+}
+
+/* In-place softmax of x[0..n): max, exp8 of x − max, sum in double (4 + 4 lanes, fixed order), scale. */
+AVX static void softmax_avx2(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    __m256 m = _mm256_set1_ps(mx);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    if (i < n) {
+        float t[8];
+        for (int l = 0; l < 8; l++) t[l] = i + l < n ? x[i + l] : -INFINITY;
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(t), m)); /* exp(-inf) = 0: padding adds nothing */
+        _mm256_storeu_ps(t, e);
+        memcpy(x + i, t, (size_t)(n - i) * sizeof(float));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    s0 = _mm256_add_pd(s0, s1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s0), _mm256_extractf128_pd(s0, 1));
+    double sum = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= (float)(1.0 / sum);
+}
+
+/* horizontal sums of 4 vectors: lane c of the result = sum of c's 8 lanes, the same tree for every c */
+AVX static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/* Scores of 1 or 2 queries against 4 key rows (fp32 or f16): r[qi][c] = q_qi · k_c. Each (query, key) pair has
+ * its own accumulator (8 lanes over d in steps of 8, then hsum4, then the scalar tail d % 8), so a pair's value
+ * does not depend on which other pairs are computed alongside (blocked == per-query, bit for bit). */
+#define ATT_SCORES(NAME, KT, LDK, KV)                                                                                \
+    AVX static void NAME(float r[2][4], const float *qa, const float *qb, const KT *const k[4], int64_t d) {         \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;             \
+        int64_t i = 0;                                                                                               \
+        if (qb) {                                                                                                    \
+            for (; i + 8 <= d; i += 8) {                                                                             \
+                __m256 x = _mm256_loadu_ps(qa + i), y = _mm256_loadu_ps(qb + i), kv;                                 \
+                kv = LDK(k[0] + i), a0 = _mm256_fmadd_ps(x, kv, a0), b0 = _mm256_fmadd_ps(y, kv, b0);               \
+                kv = LDK(k[1] + i), a1 = _mm256_fmadd_ps(x, kv, a1), b1 = _mm256_fmadd_ps(y, kv, b1);               \
+                kv = LDK(k[2] + i), a2 = _mm256_fmadd_ps(x, kv, a2), b2 = _mm256_fmadd_ps(y, kv, b2);               \
+                kv = LDK(k[3] + i), a3 = _mm256_fmadd_ps(x, kv, a3), b3 = _mm256_fmadd_ps(y, kv, b3);               \
+            }                                                                                                        \
+            _mm_storeu_ps(r[1], hsum4(b0, b1, b2, b3));                                                              \
+        } else {                                                                                                     \
+            for (; i + 8 <= d; i += 8) {                                                                             \
+                __m256 x = _mm256_loadu_ps(qa + i);                                                                  \
+                a0 = _mm256_fmadd_ps(x, LDK(k[0] + i), a0);                                                          \
+                a1 = _mm256_fmadd_ps(x, LDK(k[1] + i), a1);                                                          \
+                a2 = _mm256_fmadd_ps(x, LDK(k[2] + i), a2);                                                          \
+                a3 = _mm256_fmadd_ps(x, LDK(k[3] + i), a3);                                                          \
+            }                                                                                                        \
+        }                                                                                                            \
+        _mm_storeu_ps(r[0], hsum4(a0, a1, a2, a3));                                                                  \
+        for (; i < d; i++)                                                                                           \
+            for (int c = 0; c < 4; c++) {                                                                            \
+                r[0][c] += qa[i] * KV(k[c][i]);                                                                      \
+                if (qb) r[1][c] += qb[i] * KV(k[c][i]);                                                              \
+            }                                                                                                        \
+    }
+#define LDK_F32(p) _mm256_loadu_ps(p)
+#define LDK_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define KV_F32(v) (v)
+#define KV_F16(v) moec_f16_to_f32(v)
+ATT_SCORES(scores_f32, float, LDK_F32, KV_F32)
+ATT_SCORES(scores_f16, uint16_t, LDK_F16, KV_F16)
+
+/* o[0..d) (+)= Σ_{j0 <= j < j1} p[j] · v_j, v_j = v + j·stride (fp32 or f16); start from 0 when first. Every
+ * element is one chain of fused multiply-adds over j ascending (the tail d % 8: a += p·v unfused), held in
+ * registers across j: the same arithmetic as a j-outer axpy loop, without the loads/stores of o per key. */
+#define ATT_PV(NAME, VT, LDV, KV)                                                                                    \
+    AVX static void NAME(float *o, const float *p, const VT *v, int64_t stride, int64_t j0, int64_t j1, int64_t d,  \
+                         int first) {                                                                                \
+        int64_t c = 0;                                                                                               \
+        for (; c + 64 <= d; c += 64) {                                                                               \
+            __m256 s[8];                                                                                             \
+            for (int u = 0; u < 8; u++) s[u] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c + 8 * u);        \
+            for (int64_t j = j0; j < j1; j++) {                                                                      \
+                __m256 pj = _mm256_broadcast_ss(p + j);                                                              \
+                const VT *vr = v + j * stride + c;                                                                   \
+                s[0] = _mm256_fmadd_ps(pj, LDV(vr), s[0]);                                                           \
+                s[1] = _mm256_fmadd_ps(pj, LDV(vr + 8), s[1]);                                                       \
+                s[2] = _mm256_fmadd_ps(pj, LDV(vr + 16), s[2]);                                                      \
+                s[3] = _mm256_fmadd_ps(pj, LDV(vr + 24), s[3]);                                                      \
+                s[4] = _mm256_fmadd_ps(pj, LDV(vr + 32), s[4]);                                                      \
+                s[5] = _mm256_fmadd_ps(pj, LDV(vr + 40), s[5]);                                                      \
+                s[6] = _mm256_fmadd_ps(pj, LDV(vr + 48), s[6]);                                                      \
+                s[7] = _mm256_fmadd_ps(pj, LDV(vr + 56), s[7]);                                                      \
+            }                                                                                                        \
+            for (int u = 0; u < 8; u++) _mm256_storeu_ps(o + c + 8 * u, s[u]);                                      \
+        }                                                                                                            \
+        for (; c + 16 <= d; c += 16) {                                                                               \
+            __m256 s0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c),                                        \
+                   s1 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c + 8);                                    \
+            for (int64_t j = j0; j < j1; j++) {                                                                      \
+                __m256 pj = _mm256_broadcast_ss(p + j);                                                              \
+                s0 = _mm256_fmadd_ps(pj, LDV(v + j * stride + c), s0);                                               \
+                s1 = _mm256_fmadd_ps(pj, LDV(v + j * stride + c + 8), s1);                                           \
+            }                                                                                                        \
+            _mm256_storeu_ps(o + c, s0);                                                                             \
+            _mm256_storeu_ps(o + c + 8, s1);                                                                         \
+        }                                                                                                            \
+        for (; c + 8 <= d; c += 8) {                                                                                 \
+            __m256 s0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c);                                        \
+            for (int64_t j = j0; j < j1; j++)                                                                        \
+                s0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), LDV(v + j * stride + c), s0);                       \
+            _mm256_storeu_ps(o + c, s0);                                                                             \
+        }                                                                                                            \
+        for (; c < d; c++) {                                                                                         \
+            float a = first ? 0.0f : o[c];                                                                           \
+            for (int64_t j = j0; j < j1; j++) a += p[j] * KV(v[j * stride + c]);                                     \
+            o[c] = a;                                                                                                \
+        }                                                                                                            \
+    }
+ATT_PV(pv_f32, float, LDK_F32, KV_F32)
+ATT_PV(pv_f16, uint16_t, LDK_F16, KV_F16)
+
+#define ATT_JC 256 /* keys per PV pass: the block's queries reuse these V rows from cache */
+
+/* One (head, query block) of attention_core on the AVX2 path. sc: nq rows of Tk floats. */
+AVX static void attention_block_avx2(float *out, const float *q, const void *kc, const void *vc, int kv_f16,
+                                     int64_t kv_stride, int64_t kvo, int64_t pos0, int64_t t0, int64_t nq,
+                                     int64_t Tk, int64_t n_head, int64_t h, int64_t d, float scale, float *sc) {
+    int64_t nmax = pos0 + t0 + nq;
+    for (int64_t j0 = 0; j0 < nmax; j0 += 4) {
+        const float *kf[4];
+        const uint16_t *kh[4];
+        for (int c = 0; c < 4; c++) { /* past the last key: repeat it (computed, not stored) */
+            int64_t j = j0 + c < nmax ? j0 + c : nmax - 1;
+            kf[c] = (const float *)kc + j * kv_stride + kvo;
+            kh[c] = (const uint16_t *)kc + j * kv_stride + kvo;
+        }
+        int64_t q0 = j0 - pos0 - t0 > 0 ? j0 - pos0 - t0 : 0; /* first query that sees key j0 */
+        for (int64_t qi = q0; qi < nq; qi += 2) {
+            float r[2][4];
+            const float *qa = q + ((t0 + qi) * n_head + h) * d, *qb = qi + 1 < nq ? qa + n_head * d : NULL;
+            if (kv_f16) scores_f16(r, qa, qb, kh, d);
+            else scores_f32(r, qa, qb, kf, d);
+            for (int c = 0; c < 4 && j0 + c < nmax; c++) {
+                sc[qi * Tk + j0 + c] = r[0][c] * scale;
+                if (qb) sc[(qi + 1) * Tk + j0 + c] = r[1][c] * scale;
+            }
+        }
+    }
+    for (int64_t qi = 0; qi < nq; qi++) softmax_avx2(sc + qi * Tk, pos0 + t0 + qi + 1);
+    for (int64_t jc = 0; jc < nmax; jc += ATT_JC)
+        for (int64_t qi = 0; qi < nq; qi++) {
+            int64_t n = pos0 + t0 + qi + 1, j1 = jc + ATT_JC < n ? jc + ATT_JC : n;
+            if (jc >= j1) continue;
+            float *o = out + ((t0 + qi) * n_head + h) * d;
+            if (kv_f16) pv_f16(o, sc + qi * Tk, (const uint16_t *)vc + kvo, kv_stride, jc, j1, d, jc == 0);
+            else pv_f32(o, sc + qi * Tk, (const float *)vc + kvo, kv_stride, jc, j1, d, jc == 0);
+        }
+}
 #endif
 
 void ops_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
@@ -199,50 +347,40 @@ void ops_f32_to_f16(uint16_t *dst, const float *src, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = moec_f32_to_f16(src[i]);
 }
 
-/* the converter chosen once per attention call */
-static inline void att_cvt(int f16c, float *dst, const uint16_t *src, int64_t n) {
+void ops_softmax(float *x, int64_t n) {
 #if OPS_X86
-    if (f16c) {
-        f16_to_f32_f16c(dst, src, n);
+    if (ops_simd()) {
+        softmax_avx2(x, n);
         return;
     }
 #endif
-    (void)f16c;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* f16 row -> fp32 on the portable attention path */
+static inline void att_cvt(float *dst, const uint16_t *src, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = moec_f16_to_f32(src[i]);
 }
 
-static inline float att_dot(int simd, const float *a, const float *b, int64_t n) {
-#if OPS_X86
-    if (simd) return dot_avx2(a, b, n);
-#endif
-    (void)simd;
-    return dot8(a, b, n);
-}
-static inline void att_axpy(int simd, float *restrict y, float a, const float *restrict x, int64_t n) {
-#if OPS_X86
-    if (simd) {
-        axpy_avx2(y, a, x, n);
-        return;
-    }
-#endif
-    (void)simd;
-    axpy(y, a, x, n);
-}
-
 /* Core of both attention entry points: queries are processed in blocks of B of the same head, so each K and V
- * row is loaded once per block (B dots / B axpys), instead of once per query. Per query the arithmetic (and its
- * order) is the same for every B, so results do not depend on B. The cache holds fp32 or f16 (f16 rows are
- * converted to fp32 once per block). scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). */
+ * row is loaded once per block instead of once per query. Per query the arithmetic (and its order) is the same
+ * for every B, so results do not depend on B. AVX2 path: scores 2 queries x 4 keys at a time, exp8 softmax, PV
+ * accumulated in registers (attention_block_avx2). Portable path: dot8/axpy per (query, key); f16 rows are
+ * converted to fp32 once per block. scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). */
 static void attention_core(float *out, float *probs, const float *q, const void *kc, const void *vc, int kv_f16,
                            int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head,
                            int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr, int64_t B) {
     int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
     const int simd = ops_simd();
-#if OPS_X86
-    const int f16c = kv_f16 && ops_f16c();
-#else
-    const int f16c = 0;
-#endif
     size_t per_thr = (size_t)B * (size_t)Tk + (kv_f16 ? 2 * (size_t)d : 0);
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 65536)
     for (int64_t h = 0; h < n_head; h++)
@@ -254,27 +392,24 @@ static void attention_core(float *out, float *probs, const float *q, const void 
             float *sc = scratch + (size_t)th * per_thr, *row = sc + (size_t)B * (size_t)Tk;
             int64_t t0 = b * B, t1 = t0 + B < T ? t0 + B : T, nq = t1 - t0, kvo = (h / g) * head_stride,
                     nmax = pos0 + t1;
+#if OPS_X86
+            if (simd) {
+                attention_block_avx2(out, q, kc, vc, kv_f16, kv_stride, kvo, pos0, t0, nq, Tk, n_head, h, d, scale,
+                                     sc);
+                goto done;
+            }
+#endif
             /* scores: query t sees keys j <= pos0 + t */
             for (int64_t j = 0; j < nmax; j++) {
                 const float *kj;
-#if OPS_X86
-                if (f16c) { /* fused: no row conversion */
-                    const uint16_t *kh = (const uint16_t *)kc + j * kv_stride + kvo;
-                    int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
-                    for (int64_t qi = q0; qi < nq; qi++)
-                        sc[qi * Tk + j] = dot_f16_f16c(q + ((t0 + qi) * n_head + h) * d, kh, d) * scale;
-                    continue;
-                }
-#endif
                 if (kv_f16) {
-                    att_cvt(f16c, row, (const uint16_t *)kc + j * kv_stride + kvo, d);
+                    att_cvt(row, (const uint16_t *)kc + j * kv_stride + kvo, d);
                     kj = row;
                 } else {
                     kj = (const float *)kc + j * kv_stride + kvo;
                 }
                 int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
-                for (int64_t qi = q0; qi < nq; qi++)
-                    sc[qi * Tk + j] = att_dot(simd, q + ((t0 + qi) * n_head + h) * d, kj, d) * scale;
+                for (int64_t qi = q0; qi < nq; qi++) sc[qi * Tk + j] = dot8(q + ((t0 + qi) * n_head + h) * d, kj, d) * scale;
             }
             for (int64_t qi = 0; qi < nq; qi++) {
                 float *o = out + ((t0 + qi) * n_head + h) * d;
@@ -283,25 +418,18 @@ static void attention_core(float *out, float *probs, const float *q, const void 
             }
             for (int64_t j = 0; j < nmax; j++) {
                 const float *vj;
-#if OPS_X86
-                if (f16c) {
-                    const uint16_t *vh = (const uint16_t *)vc + j * kv_stride + kvo;
-                    int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
-                    for (int64_t qi = q0; qi < nq; qi++)
-                        axpy_f16_f16c(out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vh, d);
-                    continue;
-                }
-#endif
                 if (kv_f16) {
-                    att_cvt(f16c, row + d, (const uint16_t *)vc + j * kv_stride + kvo, d);
+                    att_cvt(row + d, (const uint16_t *)vc + j * kv_stride + kvo, d);
                     vj = row + d;
                 } else {
                     vj = (const float *)vc + j * kv_stride + kvo;
                 }
                 int64_t q0 = j - pos0 - t0 > 0 ? j - pos0 - t0 : 0;
-                for (int64_t qi = q0; qi < nq; qi++)
-                    att_axpy(simd, out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vj, d);
+                for (int64_t qi = q0; qi < nq; qi++) axpy(out + ((t0 + qi) * n_head + h) * d, sc[qi * Tk + j], vj, d);
             }
+#if OPS_X86
+        done:
+#endif
             if (probs)
                 for (int64_t qi = 0; qi < nq; qi++) {
                     int64_t n = pos0 + t0 + qi + 1;
@@ -330,10 +458,24 @@ size_t ops_attention_scratch(int n_thr, int64_t n_ctx, int64_t d) {
 }
 
 void ops_swiglu(float *out, const float *gate, const float *up, int64_t N) {
+#if OPS_X86
+    const int simd = ops_simd();
+#endif
+    /* chunks of 8K elements (a multiple of 8: the same arithmetic for every element whatever the split) */
+    int64_t nc = (N + 8191) / 8192;
 #pragma omp parallel for schedule(static) if (N > 65536)
-    for (int64_t i = 0; i < N; i++) {
-        float z = gate[i];
-        out[i] = z / (1.0f + expf(-z)) * up[i];
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t i0 = c * 8192, i1 = i0 + 8192 < N ? i0 + 8192 : N;
+#if OPS_X86
+        if (simd) {
+            swiglu_avx2(out + i0, gate + i0, up + i0, i1 - i0);
+            continue;
+        }
+#endif
+        for (int64_t i = i0; i < i1; i++) {
+            float z = gate[i];
+            out[i] = z / (1.0f + expf(-z)) * up[i];
+        }
     }
 }
 
@@ -344,4 +486,9 @@ void ops_add(float *y, const float *x, int64_t N) {
 void ops_add_bias(float *y, const float *b, int64_t T, int64_t C) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < C; i++) y[t * C + i] += b[i];
+}
+
+void ops_add_add_bias(float *y, const float *x, const float *b, int64_t T, int64_t C) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < C; i++) y[t * C + i] = (y[t * C + i] + x[t * C + i]) + b[i];
 }

@@ -69,5 +69,8 @@ void ops_add(float *y, const float *x, int64_t N);
 /* y[t] += b for every row */
 // y: [T, C], b: [C]
 void ops_add_bias(float *y, const float *b, int64_t T, int64_t C);
+/* y[t] = (y[t] + x[t]) + b (a two-tap convolution's second tap and bias in one pass) */
+// y, x: [T, C], b: [C]
+void ops_add_add_bias(float *y, const float *x, const float *b, int64_t T, int64_t C);
 
 #endif
