@@ -644,9 +644,9 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
 #define SEG(name, n) (L->name = o, o += ((size_t)(n) + 15) & ~(size_t)15)
     SEG(h, t * H);
     SEG(x, t * H);
-    SEG(xe, (t + 2) * H);
+    SEG(xe, (t + 1) * H);
     SEG(o1e, (t + 1) * (H / 2));
-    SEG(tmp1, (t + 1) * (H / 2));
+    SEG(tmp1, t * (H / 2));
     SEG(o2, t * H);
     SEG(tmpH, t * H);
     SEG(f, t * H);
@@ -834,20 +834,19 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
         ops_rmsnorm(x, la ? la->rstd_x : NULL, h, L->attn_norm.data, T, H, hp->norm_eps);
         float *f = x;
         if (L->var.lfa) {
-            /* xe = [x[pos0-2], x[pos0-1], x[pos0..pos0+T)]; o1e[j] = conv1 output at position pos0-1+j */
+            /* carry = [o1[pos0-1] (Hh floats), x[pos0-1]]; xe = [x[pos0-1], x[pos0..pos0+T)];
+             * o1e = [o1[pos0-1], o1[pos0..pos0+T)], o1[p] = b1 + C1_0·x[p-1] + C1_1·x[p] (o1[-1] = 0, x[-1] = 0) */
             float *carry = s->lfa_carry + (size_t)l * 2 * (size_t)H;
-            memcpy(xe, carry, (size_t)(2 * H) * sizeof(float));
-            memcpy(xe + 2 * H, x, (size_t)(T * H) * sizeof(float));
-            TRY(kern_matmul(o1e, xe, tensor_slice(&L->lfa_c1, 0), L->lfa_c1.type, T + 1, H, Hh));
-            TRY(kern_matmul(tmp1, xe + H, tensor_slice(&L->lfa_c1, 1), L->lfa_c1.type, T + 1, H, Hh));
-            ops_add(o1e, tmp1, (T + 1) * Hh);
-            ops_add_bias(o1e, L->lfa_b1.data, T + 1, Hh);
-            if (pos0 == 0) memset(o1e, 0, (size_t)Hh * sizeof(float)); /* o1[-1] = 0, not b1 */
+            memcpy(xe, carry + H, (size_t)H * sizeof(float));
+            memcpy(xe + H, x, (size_t)(T * H) * sizeof(float));
+            memcpy(o1e, carry, (size_t)Hh * sizeof(float));
+            TRY(kern_matmul(o1e + Hh, xe, tensor_slice(&L->lfa_c1, 0), L->lfa_c1.type, T, H, Hh));
+            TRY(kern_matmul(tmp1, xe + H, tensor_slice(&L->lfa_c1, 1), L->lfa_c1.type, T, H, Hh));
+            ops_add_add_bias(o1e + Hh, tmp1, L->lfa_b1.data, T, Hh);
             float *o2 = la ? la->o2 : S + sl.o2;
             TRY(kern_matmul(o2, o1e, tensor_slice(&L->lfa_c2, 0), L->lfa_c2.type, T, Hh, H));
             TRY(kern_matmul(tmpH, o1e + Hh, tensor_slice(&L->lfa_c2, 1), L->lfa_c2.type, T, Hh, H));
-            ops_add(o2, tmpH, T * H);
-            ops_add_bias(o2, L->lfa_b2.data, T, H);
+            ops_add_add_bias(o2, tmpH, L->lfa_b2.data, T, H);
             float *lin = o2;
             if (la) {
                 memcpy(la->o1, o1e + Hh, (size_t)(T * Hh) * sizeof(float));
@@ -857,7 +856,8 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             ops_add(lin, x, T * H);
             f = la ? la->f : S + sl.f;
             ops_rmsnorm(f, la ? la->rstd_lfa : NULL, lin, L->lfa_norm.data, T, H, hp->norm_eps);
-            memcpy(carry, xe + T * H, (size_t)(2 * H) * sizeof(float));
+            memcpy(carry, o1e + T * Hh, (size_t)Hh * sizeof(float));
+            memcpy(carry + H, xe + T * H, (size_t)H * sizeof(float));
         }
         float *q = la ? la->q : S + sl.q, *k = la ? la->k : S + sl.k, *v = la ? la->v : S + sl.v;
         TRY(matmul(q, f, &L->wq, T));

@@ -167,7 +167,7 @@ typedef struct seq_state {
     ggml_type kv_type; /* GGML_F32 (default) or GGML_F16 */
     void *k_cache;     /* [L][n_kv][n_ctx][d] (head-major) of kv_type, after RoPE */
     void *v_cache;     /* [L][n_kv][n_ctx][d] */
-    float *lfa_carry;  /* [L][2][H]: normed inputs x[pos-2], x[pos-1] (zeros before the start) */
+    float *lfa_carry;  /* [L][2][H]: conv1 output o1[pos-1] (first H/2), normed input x[pos-1] (zeros at the start) */
     /* scratch, grown on demand for the largest T seen (internal) */
     float *scratch;
     size_t scratch_cap;
