@@ -198,6 +198,7 @@ void model_free(model *m) {
     moec_free(m->layers);
     moec_free(m->params);
     if (m->gguf) gguf_close(m->gguf);
+    if (m->meta) gguf_close(m->meta);
     moec_free(m);
 }
 
@@ -504,8 +505,8 @@ int model_gguf_fill(const model *m, gguf_writer *w) {
     const char *a = model_arch_name(hp->arch);
     char k[128];
 #define KEY(s) (snprintf(k, sizeof k, "%s.%s", a, s), k)
-    if (m->gguf) {
-        const gguf_file *f = m->gguf;
+    if (m->gguf || m->meta) {
+        const gguf_file *f = m->gguf ? m->gguf : m->meta;
         for (int64_t i = 0; i < gguf_n_kv(f); i++) {
             const char *key = gguf_key(f, i);
             if ((!strncmp(key, "general.", 8) && strcmp(key, "general.architecture") &&
@@ -513,6 +514,8 @@ int model_gguf_fill(const model *m, gguf_writer *w) {
                 !strncmp(key, "tokenizer.", 10))
                 TRY(gguf_w_copy_kv(w, f, key));
         }
+    }
+    if (m->gguf) {
         for (int64_t l = 0; l < hp->n_layer; l++)
             if (m->layers[l].var.ffn != MODEL_FFN_DENSE)
                 CHECK(m->layers[l].gate_exps.data && m->layers[l].up_exps.data && m->layers[l].down_exps.data,

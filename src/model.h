@@ -112,6 +112,8 @@ typedef struct model {
     size_t n_floats;          /* total elements of all parameters */
     /* ownership (internal) */
     gguf_file *gguf;          /* when loaded from a file */
+    gguf_file *meta;          /* model_create'd models: optional file whose general.* and tokenizer.* keys
+                                 model_gguf_fill writes with the model (e.g. the file training started from); owned */
     float *flat;              /* model_create: the flat fp32 buffer (owned if flat_owned) */
     bool flat_owned;
     float *conv_buf;          /* loaded non-F32 1-D tensors converted to fp32 */

@@ -502,6 +502,8 @@ train_state *train_load(const char *path, int64_t T, train_progress *pr) {
             memcpy(dst[i], t->data, s->n * sizeof(float));
         }
     }
+    mc->meta = lm->gguf; /* checkpoints and exports keep the tokenizer and general.* keys */
+    lm->gguf = NULL;
     model_free(lm);
     return s;
 fail:
