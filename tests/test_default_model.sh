@@ -9,6 +9,7 @@ set -u
 MOEC=${MOEC:-build/moec}
 PY=${PY:-/usr/bin/python3}
 SHARED=${MOEC_SHARED:-../shared}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}   # shared machine: no spinning threads
 M=${DEFAULT_MODEL:-models/default.gguf}
 TEXT=$SHARED/data/corpora/tinyshakespeare.txt
 PPL_MAX=${PPL_MAX:-60}   # the committed model measures 44.7 on this text; uniform over the vocabulary = 1024
