@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "safetensors.h"
 #include "tok.h"
@@ -17,28 +19,31 @@ conv_opts conv_default_opts(void) {
     return o;
 }
 
-/* ---- output builder: a gguf_writer plus the buffers it references until the write ---------------------- */
+/* ---- output builder: a gguf_writer plus the fill jobs it calls during the write -------------------------- */
+/* Nothing of the output is held in memory: every tensor is a job that the writer calls for a chunk of rows
+ * (gguf_w_add_tensor_fill); the job reads its source rows from the mmapped input, converts them and then drops
+ * the input pages it touched (madvise MADV_DONTNEED: the mapping is read-only and private, so the pages are just
+ * re-read from the file if needed again). Peak memory: the writer's chunk buffer + a few rows + the input pages
+ * of one chunk, whatever the model size. */
 typedef struct {
     gguf_writer *w;
-    void **bufs;
+    void **bufs; /* jobs and their source lists, freed after the write */
     size_t n_bufs, cap_bufs;
     size_t n_tensors, n_matrix_f32, n_matrix_f16, n_matrix_bf16;
+    float *scratch; /* shared by the jobs (the writer calls them one at a time) */
+    size_t scratch_n;
 } cv;
 
 static void cv_free(cv *c) {
     for (size_t i = 0; i < c->n_bufs; i++) moec_free(c->bufs[i]);
     free(c->bufs);
     gguf_w_free(c->w);
+    free(c->scratch);
     memset(c, 0, sizeof *c);
 }
 
-/* A buffer of n elements of type t, owned by c (freed after the write). */
-static void *cv_buf(cv *c, ggml_type t, size_t n) {
-    size_t bytes, es = t == GGML_F32 ? 4 : 2;
-    if (!moec_mul_ok(n, es, &bytes)) {
-        moec_set_error("tensor of %zu elements too large", n);
-        return NULL;
-    }
+/* bytes of zeroed memory owned by c (freed after the write). */
+static void *cv_alloc(cv *c, size_t bytes) {
     if (c->n_bufs == c->cap_bufs) {
         size_t nc = c->cap_bufs ? 2 * c->cap_bufs : 64;
         void **nb = moec_realloc(c->bufs, nc * sizeof *nb);
@@ -64,8 +69,148 @@ static void enc(ggml_type t, const float *src, size_t n, void *dst, size_t dst_o
     }
 }
 
-static int cv_add(cv *c, const char *name, ggml_type t, uint32_t n_dims, const int64_t *ne, const void *data) {
-    if (gguf_w_add_tensor(c->w, name, t, n_dims, ne, data) != 0) return moec_wrap_error("tensor %s", name);
+/* How an output tensor's rows (ne0 elements each, rows = ne[1]*ne[2]*ne[3]) come from source tensors whose
+ * shapes were validated when the job was made:
+ *   J_ROWS: output row R = row (R % rps) + roff (rows of ne0 elements) of src[R / rps] (plain copies,
+ *           per-expert slices stacked along E, w1 split into gate rows [0, F) and up rows [F, 2F));
+ *   J_QK:   src = {q_proj, k_proj} [P, H], fused = cat(q, k) [2P, H]; output row R = h*d + j is fused row
+ *           2dh + j (attn_q) or 2dh + d + j (attn_k);
+ *   J_CONV: src = conv [co, ne0, 2, 1]; output {ne0, co, 2}: row R = tap*co + r, element i = src[r, i, tap]. */
+typedef enum { J_ROWS, J_QK, J_CONV } job_kind;
+
+typedef struct {
+    job_kind kind;
+    ggml_type t;
+    int64_t ne0, n_src, rps, roff;
+    int64_t d, P, co;
+    bool is_k;
+    cv *c;
+    const st_tensor **src; /* n_src entries */
+} job;
+
+/* The input bytes a fill call read from one source tensor, element range [lo, hi). They are dropped from
+ * memory when the fill call ends or the source tensor changes (whole pages over [lo, hi)), and while a long
+ * range grows, in SPAN_MAX steps (whole SPAN_MAX-aligned blocks only: zapping part of a large page-cache folio
+ * and touching the rest again makes the kernel map more of it than it frees, measured on Linux 6.18). */
+#define SPAN_MAX ((uintptr_t)2 << 20)
+typedef struct {
+    const st_tensor *t;
+    size_t lo, hi;
+} span;
+
+/* Drop pages of sp (advisory; failures are harmless). all: every page over [lo, hi), then sp is empty; else only
+ * the SPAN_MAX-aligned blocks below hi (lo moves up to the first byte not dropped). The range never leaves the
+ * pages of the tensor itself, which are inside its file's mapping. */
+static void span_drop(span *sp, bool all) {
+    if (sp->t && sp->hi > sp->lo) {
+        size_t es = st_dtype_size(sp->t->dtype);
+        uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        if (pg == 0 || pg == (uintptr_t)-1) pg = 4096;
+        uintptr_t base = (uintptr_t)sp->t->data, a = base + sp->lo * es, b = base + sp->hi * es;
+        uintptr_t lo_pg = base - base % pg;
+        if (all) {
+            a -= a % pg;
+            if (b % pg) b += pg - b % pg; /* the mapping covers whole pages */
+        } else {
+            a -= a % SPAN_MAX;
+            if (a < lo_pg) a = lo_pg;
+            b -= b % SPAN_MAX;
+            if (b <= a) return;
+            sp->lo = (size_t)(b - base + es - 1) / es;
+        }
+        (void)madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
+    }
+    if (all) {
+        sp->t = NULL;
+        sp->lo = sp->hi = 0;
+    }
+}
+
+/* Read n elements of t from `first` into out (fp32) and record the range in sp (dropping sp's previous
+ * tensor's pages when t differs). */
+static int span_read(span *sp, const st_tensor *t, size_t first, size_t n, float *out) {
+    if (st_read_f32(t, first, n, out) != 0) return -1;
+    if (sp->t != t) {
+        span_drop(sp, true);
+        sp->t = t;
+        sp->lo = first;
+        sp->hi = first + n;
+    } else {
+        if (first < sp->lo) sp->lo = first;
+        if (first + n > sp->hi) sp->hi = first + n;
+    }
+    if ((sp->hi - sp->lo) * st_dtype_size(t->dtype) >= 2 * SPAN_MAX) span_drop(sp, false);
+    return 0;
+}
+
+/* gguf_fill_fn: output rows [row0, row0 + nrows) of job u into dst. */
+static int job_fill(void *u, void *dst, int64_t row0, int64_t nrows) {
+    job *j = u;
+    cv *c = j->c;
+    size_t ne0 = (size_t)j->ne0, need = 4 * (ne0 ? ne0 : 1);
+    span sp[2] = {{NULL, 0, 0}, {NULL, 0, 0}};
+    int rc = -1;
+    if (c->scratch_n < need) {
+        float *p = moec_realloc(c->scratch, need * sizeof(float));
+        if (!p) return -1;
+        c->scratch = p;
+        c->scratch_n = need;
+    }
+    float *s = c->scratch;
+    for (int64_t R = row0; R < row0 + nrows; R++) {
+        size_t off = (size_t)(R - row0) * ne0;
+        if (j->kind == J_ROWS) {
+            int64_t i = R / j->rps, r = R % j->rps + j->roff;
+            if (span_read(&sp[0], j->src[i], (size_t)r * ne0, ne0, s) != 0) goto done;
+            enc(j->t, s, ne0, dst, off);
+        } else if (j->kind == J_QK) {
+            int64_t h = R / j->d, jj = R % j->d, rf = 2 * j->d * h + jj + (j->is_k ? j->d : 0);
+            int w = rf < j->P ? 0 : 1;
+            if (span_read(&sp[w], j->src[w], (size_t)(rf - (w ? j->P : 0)) * ne0, ne0, s) != 0) goto done;
+            enc(j->t, s, ne0, dst, off);
+        } else {
+            int64_t tap = R / j->co, r = R % j->co;
+            if (span_read(&sp[0], j->src[0], (size_t)r * ne0 * 2, 2 * ne0, s) != 0) goto done;
+            for (size_t i = 0; i < ne0; i++) s[2 * ne0 + i] = s[2 * i + (size_t)tap];
+            enc(j->t, s + 2 * ne0, ne0, dst, off);
+        }
+    }
+    rc = 0;
+    /* last chunk of the tensor: drop every page of its sources (the kernel maps whole page-cache folios around
+       the pages read, so a few pages next to the rows read may still be resident) */
+    int64_t rows = j->kind == J_ROWS ? j->n_src * j->rps : j->kind == J_QK ? j->P : 2 * j->co;
+    if (row0 + nrows == rows)
+        for (int64_t i = 0; i < j->n_src; i++) {
+            span all = {j->src[i], 0, j->src[i]->n_elems};
+            span_drop(&all, true);
+        }
+done:
+    span_drop(&sp[0], true);
+    span_drop(&sp[1], true);
+    return rc;
+}
+
+/* A job of n_src sources (filled in by the caller), owned by c. */
+static job *job_new(cv *c, job_kind kind, ggml_type t, int64_t ne0, int64_t n_src) {
+    size_t bytes;
+    if (!moec_mul_ok((size_t)n_src, sizeof(const st_tensor *), &bytes) || !moec_add_ok(bytes, sizeof(job), &bytes)) {
+        moec_set_error("too many source tensors (%lld)", (long long)n_src);
+        return NULL;
+    }
+    job *j = cv_alloc(c, bytes);
+    if (!j) return NULL;
+    j->kind = kind;
+    j->t = t;
+    j->ne0 = ne0;
+    j->n_src = n_src;
+    j->rps = 1;
+    j->c = c;
+    j->src = (const st_tensor **)(void *)(j + 1);
+    return j;
+}
+
+static int cv_add(cv *c, const char *name, ggml_type t, uint32_t n_dims, const int64_t *ne, job *j) {
+    if (gguf_w_add_tensor_fill(c->w, name, t, n_dims, ne, job_fill, j) != 0) return moec_wrap_error("tensor %s", name);
     c->n_tensors++;
     if (n_dims >= 2) {
         if (t == GGML_F32) c->n_matrix_f32++;
@@ -218,8 +363,8 @@ typedef struct {
     uint8_t *used;
 } hf_src;
 
-/* The tensor `name` as fp32 after checking its shape (PyTorch order, n_dims entries). *out is malloc'ed. */
-static int hf_get(hf_src *src, const char *name, int n_dims, const int64_t *shape, float **out) {
+/* The tensor `name` after checking its shape (PyTorch order, n_dims entries) and dtype; marks it used. */
+static int hf_find(hf_src *src, const char *name, int n_dims, const int64_t *shape, const st_tensor **out) {
     *out = NULL;
     const st_tensor *t = st_find(src->st, name);
     if (!t) return moec_set_error("missing tensor %s", name);
@@ -239,30 +384,23 @@ static int hf_get(hf_src *src, const char *name, int n_dims, const int64_t *shap
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
         return moec_set_error("tensor %s: dtype %s (moec converts F32, F16 and BF16)", name,
                               st_dtype_name(t->dtype));
-    float *p = moec_malloc((t->n_elems ? t->n_elems : 1) * sizeof(float));
-    if (!p) return moec_wrap_error("tensor %s", name);
-    if (st_read_f32(t, 0, t->n_elems, p) != 0) {
-        free(p);
-        return -1;
-    }
-    *out = p;
+    *out = t;
     return 0;
 }
 
-/* Copy an HF tensor (any shape with n elements) into GGUF tensor gname {ne} of type t. */
+/* Copy an HF tensor (any shape with the same elements) into GGUF tensor gname {ne} of type t. */
 static int hf_copy(cv *c, hf_src *st, const char *hname, int hd, const int64_t *hshape, const char *gname,
                    ggml_type t, uint32_t gd, const int64_t *ne) {
-    float *src = NULL;
-    TRY(hf_get(st, hname, hd, hshape, &src));
-    size_t n = 1;
-    for (int i = 0; i < hd; i++) n *= (size_t)hshape[i]; /* shape validated against the file: no overflow */
-    void *dst = cv_buf(c, t, n);
-    TRY_PTR(dst);
-    enc(t, src, n, dst, 0);
-    free(src);
-    return cv_add(c, gname, t, gd, ne, dst);
+    const st_tensor *src;
+    TRY(hf_find(st, hname, hd, hshape, &src));
+    int64_t rows = 1;
+    for (uint32_t i = 1; i < gd; i++) rows *= ne[i]; /* shape validated against the file: no overflow */
+    job *j = job_new(c, J_ROWS, t, ne[0], 1);
+    TRY_PTR(j);
+    j->src[0] = src;
+    j->rps = rows;
+    return cv_add(c, gname, t, gd, ne, j);
 fail:
-    free(src);
     return -1;
 }
 
@@ -279,7 +417,6 @@ static int hf_mat(cv *c, hf_src *st, const char *hname, int64_t out, int64_t in,
 
 static int hf_layer(cv *c, hf_src *st, const hf_cfg *g, int64_t l, ggml_type mt) {
     char hn[256], gn[128];
-    float *q = NULL, *k = NULL, *tmp = NULL;
     const int64_t H = g->H, P = g->P, d = g->d, E = g->E, F = g->F;
 #define HN(s) (snprintf(hn, sizeof hn, "model.layers.%lld.%s", (long long)l, s), hn)
 #define GN(s) (snprintf(gn, sizeof gn, "blk.%lld.%s", (long long)l, s), gn)
@@ -287,50 +424,40 @@ static int hf_layer(cv *c, hf_src *st, const hf_cfg *g, int64_t l, ggml_type mt)
     /* Q and K: cat(q_proj, k_proj) rows are per head [Q_h (d rows) | K_h (d rows)] */
     {
         int64_t sh[2] = {P, H}, ne[2] = {H, P};
-        TRY(hf_get(st, HN("self_attn.q_proj.weight"), 2, sh, &q));
-        TRY(hf_get(st, HN("self_attn.k_proj.weight"), 2, sh, &k));
-        void *oq = cv_buf(c, mt, (size_t)(P * H)), *ok = cv_buf(c, mt, (size_t)(P * H));
-        TRY_PTR(oq);
-        TRY_PTR(ok);
-        for (int64_t h = 0; h < g->n_h; h++)
-            for (int64_t j = 0; j < d; j++) {
-                int64_t rq = 2 * d * h + j, rk = 2 * d * h + d + j; /* rows of the fused [2P, H] */
-                const float *sq = rq < P ? q + rq * H : k + (rq - P) * H;
-                const float *sk = rk < P ? q + rk * H : k + (rk - P) * H;
-                enc(mt, sq, (size_t)H, oq, (size_t)((h * d + j) * H));
-                enc(mt, sk, (size_t)H, ok, (size_t)((h * d + j) * H));
-            }
-        free(q);
-        free(k);
-        q = k = NULL;
-        TRY(cv_add(c, GN("attn_q.weight"), mt, 2, ne, oq));
-        TRY(cv_add(c, GN("attn_k.weight"), mt, 2, ne, ok));
+        const st_tensor *q, *k;
+        TRY(hf_find(st, HN("self_attn.q_proj.weight"), 2, sh, &q));
+        TRY(hf_find(st, HN("self_attn.k_proj.weight"), 2, sh, &k));
+        for (int w = 0; w < 2; w++) {
+            job *j = job_new(c, J_QK, mt, H, 2);
+            TRY_PTR(j);
+            j->src[0] = q;
+            j->src[1] = k;
+            j->d = d;
+            j->P = P;
+            j->is_k = w == 1;
+            TRY(cv_add(c, GN(w ? "attn_k.weight" : "attn_q.weight"), mt, 2, ne, j));
+        }
     }
     TRY(hf_mat(c, st, HN("self_attn.v_proj.weight"), P, H, GN("attn_v.weight"), mt));
     TRY(hf_mat(c, st, HN("self_attn.o_proj.weight"), H, P, GN("attn_output.weight"), mt));
     if (g->lfa) {
         /* conv [out, in, 2, 1] -> {in, out, 2}: tap k is the matrix conv[:, :, k, 0] */
-        for (int j = 0; j < 2; j++) {
-            int64_t co = j == 0 ? H / 2 : H, ci = j == 0 ? H : H / 2;
+        for (int jc = 0; jc < 2; jc++) {
+            int64_t co = jc == 0 ? H / 2 : H, ci = jc == 0 ? H : H / 2;
             int64_t sh[4] = {co, ci, 2, 1}, ne[3] = {ci, co, 2};
             char nm[64];
-            snprintf(nm, sizeof nm, "self_attn.lf_gate.conv%d.weight", j + 1);
-            TRY(hf_get(st, HN(nm), 4, sh, &tmp));
-            void *o = cv_buf(c, mt, (size_t)(2 * co * ci));
-            TRY_PTR(o);
-            for (int64_t tap = 0; tap < 2; tap++)
-                for (int64_t r = 0; r < co; r++)
-                    for (int64_t i = 0; i < ci; i++) {
-                        float v = tmp[(r * ci + i) * 2 + tap];
-                        enc(mt, &v, 1, o, (size_t)((tap * co + r) * ci + i));
-                    }
-            free(tmp);
-            tmp = NULL;
-            snprintf(nm, sizeof nm, "lfa_conv%d.weight", j + 1);
-            TRY(cv_add(c, GN(nm), mt, 3, ne, o));
-            snprintf(nm, sizeof nm, "self_attn.lf_gate.conv%d.bias", j + 1);
+            const st_tensor *cw;
+            snprintf(nm, sizeof nm, "self_attn.lf_gate.conv%d.weight", jc + 1);
+            TRY(hf_find(st, HN(nm), 4, sh, &cw));
+            job *j = job_new(c, J_CONV, mt, ci, 1);
+            TRY_PTR(j);
+            j->src[0] = cw;
+            j->co = co;
+            snprintf(nm, sizeof nm, "lfa_conv%d.weight", jc + 1);
+            TRY(cv_add(c, GN(nm), mt, 3, ne, j));
+            snprintf(nm, sizeof nm, "self_attn.lf_gate.conv%d.bias", jc + 1);
             char gb[32];
-            snprintf(gb, sizeof gb, "lfa_conv%d.bias", j + 1);
+            snprintf(gb, sizeof gb, "lfa_conv%d.bias", jc + 1);
             char gfull[128];
             snprintf(gfull, sizeof gfull, "blk.%lld.%s", (long long)l, gb);
             TRY(hf_vec(c, st, HN(nm), co, gfull));
@@ -345,41 +472,38 @@ static int hf_layer(cv *c, hf_src *st, const hf_cfg *g, int64_t l, ggml_type mt)
         TRY(hf_mat(c, st, HN("mlp.gate.key.weight"), E, H, GN("ffn_router_k.weight"), GGML_F32));
         TRY(hf_mat(c, st, HN("mlp.gate.value.weight"), E, H, GN("ffn_router_v.weight"), GGML_F32));
     }
-    /* experts: w1 [2F, H] = [gate; up] -> ffn_gate_exps, ffn_up_exps {H, F, E}; w2 [H, F] -> ffn_down_exps {F, H, E} */
+    /* experts: w1 [2F, H] = [gate; up] -> ffn_gate_exps, ffn_up_exps {H, F, E}; w2 [H, F] -> ffn_down_exps {F, H, E}
+       (output row e*F + f of gate/up = row f / F + f of expert e's w1; row e*H + h of down = row h of w2) */
     {
-        size_t FH = (size_t)(F * H);
         size_t n;
-        if (!moec_mul_ok(FH, (size_t)E, &n)) return moec_set_error("layer %lld: expert tensors too large", (long long)l);
-        void *og = cv_buf(c, mt, n), *ou = cv_buf(c, mt, n), *od = cv_buf(c, mt, n);
-        TRY_PTR(og);
-        TRY_PTR(ou);
-        TRY_PTR(od);
+        if (!moec_mul_ok((size_t)(F * H), (size_t)E, &n)) return moec_set_error("layer %lld: expert tensors too large", (long long)l);
+        job *jg = job_new(c, J_ROWS, mt, H, E), *ju = job_new(c, J_ROWS, mt, H, E), *jd = job_new(c, J_ROWS, mt, F, E);
+        TRY_PTR(jg);
+        TRY_PTR(ju);
+        TRY_PTR(jd);
         for (int64_t e = 0; e < E; e++) {
             char nm[96];
             int64_t s1[2] = {2 * F, H}, s2[2] = {H, F};
+            const st_tensor *w1, *w2;
             snprintf(nm, sizeof nm, "mlp.experts.%lld.w1.weight", (long long)e);
-            TRY(hf_get(st, HN(nm), 2, s1, &tmp));
-            enc(mt, tmp, FH, og, (size_t)e * FH);
-            enc(mt, tmp + FH, FH, ou, (size_t)e * FH);
-            free(tmp);
+            TRY(hf_find(st, HN(nm), 2, s1, &w1));
             snprintf(nm, sizeof nm, "mlp.experts.%lld.w2.weight", (long long)e);
-            TRY(hf_get(st, HN(nm), 2, s2, &tmp));
-            enc(mt, tmp, FH, od, (size_t)e * FH);
-            free(tmp);
-            tmp = NULL;
+            TRY(hf_find(st, HN(nm), 2, s2, &w2));
+            jg->src[e] = ju->src[e] = w1;
+            jd->src[e] = w2;
         }
+        jg->rps = ju->rps = F;
+        ju->roff = F;
+        jd->rps = H;
         int64_t ne_gu[3] = {H, F, E}, ne_d[3] = {F, H, E};
-        TRY(cv_add(c, GN("ffn_gate_exps.weight"), mt, 3, ne_gu, og));
-        TRY(cv_add(c, GN("ffn_up_exps.weight"), mt, 3, ne_gu, ou));
-        TRY(cv_add(c, GN("ffn_down_exps.weight"), mt, 3, ne_d, od));
+        TRY(cv_add(c, GN("ffn_gate_exps.weight"), mt, 3, ne_gu, jg));
+        TRY(cv_add(c, GN("ffn_up_exps.weight"), mt, 3, ne_gu, ju));
+        TRY(cv_add(c, GN("ffn_down_exps.weight"), mt, 3, ne_d, jd));
     }
 #undef HN
 #undef GN
     return 0;
 fail:
-    free(q);
-    free(k);
-    free(tmp);
     return -1;
 }
 
@@ -539,7 +663,6 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
     cv c;
     memset(&c, 0, sizeof c);
     tok_vocab *voc = NULL;
-    float *row = NULL;
     char nm[256];
     TRY(moec_mmap_open(&mm, model_path));
     CHECK(mm.size >= 28, "%s: %zu bytes, too short for the 7-int header of a llama2.c checkpoint", model_path,
@@ -581,6 +704,10 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
     CHECK(tok_n_vocab(voc) == V, "%s has %d tokens but the model's vocab_size is %lld", vocab_path, tok_n_vocab(voc),
           (long long)V);
 
+    /* the file's tensors as F32 source tensors for the fill jobs: token_embd, 9 per layer, output_norm, output */
+    size_t n_srcs = 0;
+    st_tensor *srcs = cv_alloc(&c, (size_t)(9 * L + 3) * sizeof *srcs);
+    TRY_PTR(srcs);
     c.w = gguf_w_new();
     TRY_PTR(c.w);
     gguf_writer *w = c.w;
@@ -605,15 +732,20 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
     do {                                                                                                   \
         int64_t ne_[] = {__VA_ARGS__};                                                                     \
         size_t cnt_ = (size_t)(count);                                                                     \
-        void *dst_ = cv_buf(&c, t, cnt_);                                                                  \
-        TRY_PTR(dst_);                                                                                     \
-        row = moec_malloc(cnt_ * sizeof(float));                                                           \
-        TRY_PTR(row);                                                                                      \
-        memcpy(row, base + 4 * off, cnt_ * sizeof(float)); /* host is little-endian (x86/arm64) */         \
-        enc(t, row, cnt_, dst_, 0);                                                                        \
-        free(row);                                                                                         \
-        row = NULL;                                                                                        \
-        TRY(cv_add(&c, gname, t, nd, ne_, dst_));                                                          \
+        st_tensor *s_ = &srcs[n_srcs++];                                                                   \
+        s_->name = model_path;                                                                             \
+        s_->dtype = ST_F32; /* little-endian, as the safetensors F32 reader expects */                     \
+        s_->n_dims = 1;                                                                                    \
+        s_->shape[0] = (int64_t)cnt_;                                                                      \
+        s_->n_elems = cnt_;                                                                                \
+        s_->nbytes = 4 * cnt_;                                                                             \
+        s_->data = base + 4 * off;                                                                         \
+        s_->file = model_path;                                                                             \
+        job *j_ = job_new(&c, J_ROWS, t, ne_[0], 1);                                                       \
+        TRY_PTR(j_);                                                                                       \
+        j_->src[0] = s_;                                                                                   \
+        j_->rps = (int64_t)cnt_ / ne_[0];                                                                  \
+        TRY(cv_add(&c, gname, t, nd, ne_, j_));                                                            \
         off += cnt_;                                                                                       \
     } while (0)
     char gn[96];
@@ -645,7 +777,6 @@ int conv_llama2c(const char *model_path, const char *vocab_path, const char *out
     moec_mmap_close(&mm);
     return 0;
 fail:
-    free(row);
     tok_free(voc);
     cv_free(&c);
     moec_mmap_close(&mm);
