@@ -71,7 +71,7 @@ if min(d for _, d in sampled) < 8: print("FAIL: a sampled text has fewer than 8 
 if max(f for f, _ in noise) >= 0.8: print("FAIL: the oracle does not reject the random model"); bad = True
 sys.exit(1 if bad else 0)
 EOF
-head -c 300 "$dir/sampled.txt" | tr '\036' '\n'
+head -c 300 "$dir/sampled.txt" | tr '\036' '\n'; echo
 
 # 3. perplexity on held-out text: the last 12 kB of the corpus lie inside the validation split (last 5% of tokens)
 tail -c 12000 "$TEXT" >"$dir/heldout.txt"
