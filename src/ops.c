@@ -375,14 +375,16 @@ static inline void att_cvt(float *dst, const uint16_t *src, int64_t n) {
  * row is loaded once per block instead of once per query. Per query the arithmetic (and its order) is the same
  * for every B, so results do not depend on B. AVX2 path: scores 2 queries x 4 keys at a time, exp8 softmax, PV
  * accumulated in registers (attention_block_avx2). Portable path: dot8/axpy per (query, key); f16 rows are
- * converted to fp32 once per block. scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). */
+ * converted to fp32 once per block. scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). Threads
+ * only above 2^20 score multiply-adds (a decode step at a short context takes ~50 us: less than one fork/join
+ * on a busy machine). */
 static void attention_core(float *out, float *probs, const float *q, const void *kc, const void *vc, int kv_f16,
                            int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head,
                            int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr, int64_t B) {
     int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
     const int simd = ops_simd();
     size_t per_thr = (size_t)B * (size_t)Tk + (kv_f16 ? 2 * (size_t)d : 0);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 65536)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 1048576)
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t b = 0; b < nb; b++) {
             int th = 0;
