@@ -127,6 +127,35 @@ int main(void) {
         float g[2] = {0, 2}, u[2] = {5, 3}, o[2];
         ops_swiglu(o, g, u, 2);
         T_CHECK(o[0] == 0 && NEAR(o[1], 2.0 / (1 + exp(-2.0)) * 3, 1e-6), "swiglu");
+        /* the vectorized exp: 1003 gates over [-100, 100] (saturation, the 8-lane tail), in place, vs double */
+        enum { NS = 1003 };
+        static float gz[NS], gu[NS];
+        double worst = 0;
+        for (int i = 0; i < NS; i++) gz[i] = -100.0f + 200.0f * (float)i / (NS - 1), gu[i] = 0.5f + (float)(i % 7);
+        static float ref_in[NS];
+        memcpy(ref_in, gz, sizeof gz);
+        ops_swiglu(gz, gz, gu, NS);
+        for (int i = 0; i < NS; i++) {
+            double z = ref_in[i], want = z / (1 + exp(-z)) * gu[i], e = fabs(gz[i] - want) / (fabs(want) + 1e-30);
+            if (fabs(want) > 1e-30 && e > worst) worst = e;
+        }
+        T_CHECK(worst < 4e-7, "swiglu over [-100, 100] vs double: worst relative error %g", worst);
+        float nan_in = NAN, nan_out, one = 1;
+        ops_swiglu(&nan_out, &nan_in, &one, 1);
+        T_CHECK(isnan(nan_out), "swiglu(NaN) is NaN");
+        /* softmax of 37 values spanning 120 (some terms underflow) vs double */
+        float sx[37];
+        double sz = 0, sw = 0;
+        for (int i = 0; i < 37; i++) sx[i] = -60.0f + 3.3f * (float)i;
+        for (int i = 0; i < 37; i++) sz += exp((double)(float)(sx[i] - sx[36])); /* the fp32 difference, as ops */
+        float sx0[37];
+        memcpy(sx0, sx, sizeof sx);
+        ops_softmax(sx, 37);
+        for (int i = 0; i < 37; i++) {
+            double want = exp((double)(float)(sx0[i] - sx0[36])) / sz;
+            if (want > 1e-30 && fabs(sx[i] - want) / want > sw) sw = fabs(sx[i] - want) / want;
+        }
+        T_CHECK(sw < 4e-7, "softmax of 37 values vs double: worst relative error %g", sw);
     }
     /* attention router, E = 2: logits_i = Σ_j softmax_j(q_i k_j) v_j */
     {
