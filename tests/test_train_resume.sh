@@ -12,7 +12,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 # token ids (vocab 40), one sequence per line, lengths 5..18: exercises the loss mask
 awk 'BEGIN{srand(5); for(i=0;i<300;i++){n=5+int(rand()*14); s=int(rand()*40); l=""; for(j=0;j<n;j++){l=l (j?" ":"") s; s=(s*7+3)%40}; print l}}' >"$dir/ids.txt"
-args=(-d "$dir/ids.txt" --val "$dir/ids.txt" --eval-rows 20 --seq 16 --batch 2 --accum 2 --steps 80 --lr 3e-3
+args=(-d "$dir/ids.txt" --val "$dir/ids.txt" --eval-rows 20 --seq 16 --batch 2 --accum 2 --steps 400 --lr 3e-3
       --warmup 10 --save-every 8 --eval-every 40 --quiet)
 
 "$MOEC" train -m "$FIX" "${args[@]}" -o "$dir/A.ckpt" || fail "uninterrupted run"
@@ -21,7 +21,7 @@ args=(-d "$dir/ids.txt" --val "$dir/ids.txt" --eval-rows 20 --seq 16 --batch 2 -
 first=$(awk -F, 'NR==2{print $3}' "$dir/A.ckpt.csv")
 last=$(awk -F, 'END{print $3}' "$dir/A.ckpt.csv")
 awk -v a="$first" -v b="$last" 'BEGIN{exit !(b < a - 1.0)}' || fail "loss did not go down ($first -> $last)"
-[ "$(wc -l <"$dir/A.ckpt.csv")" -eq 81 ] || fail "CSV should have 80 rows"
+[ "$(wc -l <"$dir/A.ckpt.csv")" -eq 401 ] || fail "CSV should have 400 rows"
 "$MOEC" info "$dir/A.gguf" >/dev/null 2>&1 || true
 [ "$(stat -c %s "$dir/A.gguf")" -lt "$(stat -c %s "$dir/A.ckpt")" ] || fail "export did not shrink the file"
 
@@ -44,7 +44,7 @@ for attempt in $(seq 1 30); do
 done
 [ $kills -ge 2 ] || fail "the run was killed only $kills times (too fast to test?)"
 step=$(awk -F, 'END{print $1}' "$dir/B.ckpt.csv")
-[ "$step" = 80 ] || fail "resumed run ended at step $step"
+[ "$step" = 400 ] || fail "resumed run ended at step $step"
 "$MOEC" export "$dir/B.ckpt" "$dir/B.gguf" || fail "export B"
 cmp "$dir/A.gguf" "$dir/B.gguf" || fail "resumed weights differ from the uninterrupted run (killed $kills times)"
 cmp "$dir/A.ckpt" "$dir/B.ckpt" || fail "resumed checkpoints (moments, progress) differ"
