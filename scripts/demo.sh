@@ -12,4 +12,4 @@ if [ ! -f "$MODEL" ]; then
     "$BUILD"/moec init "$MODEL" --arch yuan2moe --vocab-from ../shared/data/tokenizers/llama2-tokenizer.model --seed 1
 fi
 "$BUILD"/moec info "$MODEL"
-"$BUILD"/moec generate -m "$MODEL" -p "${PROMPT:-Once upon a time}" -n "${N:-64}" --temp 0.8 --seed 42
+"$BUILD"/moec generate -m "$MODEL" -p "${PROMPT:-ROMEO:}" -n "${N:-80}" --temp 0.8 --seed 42

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the shipped default model (models/default.gguf): a small yuan2moe (attention router, LFA) trained from
 # scratch with moec on tinyshakespeare (public domain), with its own SentencePiece BPE vocabulary embedded.
-# Steps: spm_train -> moec prepare -> moec init -> moec train -> moec export (+ tokenizer) -> moec quantize q8_0.
+# Steps: spm_train -> moec prepare -> moec init -> moec train -> moec export -> moec quantize q8_0.
 # See models/README.md for the numbers this produced.
 #
 # usage: scripts/make-default-model.sh [WORK_DIR]      (default build/default-model; then copies to models/)
@@ -19,12 +19,9 @@ STEPS=${STEPS:-700}
 INSTALL=${INSTALL:-1}
 TEXT=$SHARED/data/corpora/tinyshakespeare.txt
 SHA=86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed
-URL=https://raw.githubusercontent.com/karpathy/char-rnn/6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/data/tinyshakespeare/input.txt
 mkdir -p "$OUT"
-if [ ! -f "$TEXT" ]; then   # no ../shared checkout: fetch the corpus (1115394 bytes) from its origin
-    TEXT=$OUT/tinyshakespeare.txt
-    [ -f "$TEXT" ] || curl -fsSL -o "$TEXT" "$URL" || { echo "make-default-model: cannot download $URL" >&2; exit 1; }
-fi
+TEXT=${CORPUS:-$TEXT}   # tinyshakespeare.txt (char-rnn data/tinyshakespeare/input.txt, 1115394 bytes)
+[ -f "$TEXT" ] || { echo "make-default-model: corpus $TEXT not found (set CORPUS=path)" >&2; exit 1; }
 echo "$SHA  $TEXT" | sha256sum -c --quiet - || { echo "make-default-model: $TEXT is not the expected corpus" >&2; exit 1; }
 [ -x "$MOEC" ] || { echo "make-default-model: $MOEC not built (run make)" >&2; exit 1; }
 command -v spm_train >/dev/null || { echo "make-default-model: spm_train missing (apt-get install sentencepiece)" >&2; exit 1; }
@@ -55,9 +52,8 @@ else
 fi
 
 # 5. export (drop the optimizer state), quantize to Q8_0, and measure both on the validation text
-#    (training checkpoints do not carry the tokenizer keys yet: copy them back from the initial model)
-"$MOEC" export "$ck" "$OUT/export.gguf"
-/usr/bin/python3 scripts/gguf-add-tokenizer.py "$OUT/export.gguf" "$OUT/init.gguf" "$OUT/default-f32.gguf"
+#    (checkpoints carry the tokenizer keys of the initial model)
+"$MOEC" export "$ck" "$OUT/default-f32.gguf"
 "$MOEC" quantize "$OUT/default-f32.gguf" "$OUT/default-q8_0.gguf" --type q8_0
 for m in f32 q8_0; do
     echo "== validation perplexity ($m, -c 256):"
