@@ -865,16 +865,7 @@ int gguf_w_write(gguf_writer *w, const char *path) {
         o.fp = NULL;
         CHECK(fclose(fp) == 0, "%s: close failed: %s", tmp, strerror(errno));
     }
-    CHECK(rename(tmp, path) == 0, "rename %s -> %s: %s", tmp, path, strerror(errno));
-    {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", path);
-        int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    TRY(moec_rename_durable(tmp, path));
     return 0;
 fail:
     if (o.fp) fclose(o.fp);

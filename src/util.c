@@ -136,6 +136,18 @@ fail:
     return -1;
 }
 
+int moec_rename_durable(const char *tmp, const char *path) {
+    if (rename(tmp, path) != 0) return moec_set_error("rename %s -> %s: %s", tmp, path, strerror(errno));
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) { /* make the rename itself durable */
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
 int moec_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     int fd = -1;
@@ -154,16 +166,7 @@ int moec_write_file_atomic(const char *path, const void *data, size_t len) {
     CHECK(fsync(fd) == 0, "%s: fsync failed: %s", tmp, strerror(errno));
     CHECK(close(fd) == 0, "%s: close failed: %s", tmp, strerror(errno));
     fd = -1;
-    CHECK(rename(tmp, path) == 0, "rename %s -> %s: %s", tmp, path, strerror(errno));
-    {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", path);
-        int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    TRY(moec_rename_durable(tmp, path));
     return 0;
 fail:
     if (fd >= 0) close(fd);

@@ -63,6 +63,9 @@ int moec_read_file(const char *path, char **data, size_t *len);
 /* Atomic write: path.tmp.<pid>, fsync, rename, fsync of the directory. */
 int moec_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* Last step of an atomic write: rename the fsync'ed temp file over path, then fsync the directory. */
+int moec_rename_durable(const char *tmp, const char *path);
+
 /* Read-only memory map of a whole file. */
 typedef struct {
     const uint8_t *data;
