@@ -666,7 +666,7 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
     SEG(selw, t * K);
     SEG(dg, t * (size_t)hp->n_ff);
     SEG(du, t * (size_t)hp->n_ff);
-    SEG(moe, E ? moe_scratch_floats(T, hp->n_embd, hp->n_ff_exp) : 0);
+    SEG(moe, E ? moe_scratch_floats(T, hp->n_embd, hp->n_ff_exp, hp->n_expert_used) : 0);
     SEG(cs, t * (size_t)(hp->rope_dims / 2));
     SEG(sn, t * (size_t)(hp->rope_dims / 2));
     SEG(rstd, t);
@@ -801,6 +801,11 @@ static int matmul(float *y, const float *x, const model_tensor *w, int64_t T) {
     return kern_matmul(y, x, w->data, w->type, T, w->ne[0], w->ne[1]);
 }
 
+/* A product job y[T, ne[1]] = x[T, ne[0]] · wᵀ for ops_matmul_multi. */
+static ops_mm mm_job(float *y, const float *x, const model_tensor *w, int64_t T) {
+    return (ops_mm){y, x, w->data, w->type, T, w->ne[0], w->ne[1]};
+}
+
 int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, float *logits, unsigned flags,
                   model_acts *acts) {
     const model_hparams *hp = &m->hp;
@@ -843,12 +848,14 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             memcpy(xe, carry + H, (size_t)H * sizeof(float));
             memcpy(xe + H, x, (size_t)(T * H) * sizeof(float));
             memcpy(o1e, carry, (size_t)Hh * sizeof(float));
-            TRY(kern_matmul(o1e + Hh, xe, tensor_slice(&L->lfa_c1, 0), L->lfa_c1.type, T, H, Hh));
-            TRY(kern_matmul(tmp1, xe + H, tensor_slice(&L->lfa_c1, 1), L->lfa_c1.type, T, H, Hh));
+            ops_mm c1[2] = {{o1e + Hh, xe, tensor_slice(&L->lfa_c1, 0), L->lfa_c1.type, T, H, Hh},
+                            {tmp1, xe + H, tensor_slice(&L->lfa_c1, 1), L->lfa_c1.type, T, H, Hh}};
+            TRY(ops_matmul_multi(c1, 2));
             ops_add_add_bias(o1e + Hh, tmp1, L->lfa_b1.data, T, Hh);
             float *o2 = la ? la->o2 : S + sl.o2;
-            TRY(kern_matmul(o2, o1e, tensor_slice(&L->lfa_c2, 0), L->lfa_c2.type, T, Hh, H));
-            TRY(kern_matmul(tmpH, o1e + Hh, tensor_slice(&L->lfa_c2, 1), L->lfa_c2.type, T, Hh, H));
+            ops_mm c2[2] = {{o2, o1e, tensor_slice(&L->lfa_c2, 0), L->lfa_c2.type, T, Hh, H},
+                            {tmpH, o1e + Hh, tensor_slice(&L->lfa_c2, 1), L->lfa_c2.type, T, Hh, H}};
+            TRY(ops_matmul_multi(c2, 2));
             ops_add_add_bias(o2, tmpH, L->lfa_b2.data, T, H);
             float *lin = o2;
             if (la) {
@@ -863,9 +870,8 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             memcpy(carry + H, xe + T * H, (size_t)H * sizeof(float));
         }
         float *q = la ? la->q : S + sl.q, *k = la ? la->k : S + sl.k, *v = la ? la->v : S + sl.v;
-        TRY(matmul(q, f, &L->wq, T));
-        TRY(matmul(k, f, &L->wk, T));
-        TRY(matmul(v, x, &L->wv, T));
+        ops_mm qkv[3] = {mm_job(q, f, &L->wq, T), mm_job(k, f, &L->wk, T), mm_job(v, x, &L->wv, T)};
+        TRY(ops_matmul_multi(qkv, 3));
         if (L->var.rope_dims > 0) {
             ops_rope(q, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
             ops_rope(k, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
@@ -896,8 +902,8 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
         ops_rmsnorm(u, la ? la->rstd_u : NULL, h, L->ffn_norm.data, T, H, hp->norm_eps);
         if (L->var.ffn == MODEL_FFN_DENSE) {
             float *g = la ? la->d_gate : S + sl.dg, *up = la ? la->d_up : S + sl.du, *hid = la ? la->d_hid : g;
-            TRY(matmul(g, u, &L->ffn_gate, T));
-            TRY(matmul(up, u, &L->ffn_up, T));
+            ops_mm gu[2] = {mm_job(g, u, &L->ffn_gate, T), mm_job(up, u, &L->ffn_up, T)};
+            TRY(ops_matmul_multi(gu, 2));
             ops_swiglu(hid, g, up, T * Fd);
             TRY(matmul(ffo, hid, &L->ffn_down, T));
         } else {
@@ -905,9 +911,9 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             int32_t *sel = la ? la->sel : s->iscratch + sl.sel;
             if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
                 float *rq = la ? la->rq : S + sl.rq, *rk = la ? la->rk : S + sl.rk, *rv = la ? la->rv : S + sl.rv;
-                TRY(matmul(rq, u, &L->router_q, T));
-                TRY(matmul(rk, u, &L->router_k, T));
-                TRY(matmul(rv, u, &L->router_v, T));
+                ops_mm rqkv[3] = {mm_job(rq, u, &L->router_q, T), mm_job(rk, u, &L->router_k, T),
+                                  mm_job(rv, u, &L->router_v, T)};
+                TRY(ops_matmul_multi(rqkv, 3));
                 moe_router_attn(rl, la ? la->rinner : NULL, rq, rk, rv, T, E);
             } else {
                 TRY(matmul(rl, u, &L->gate_inp, T));

@@ -69,35 +69,67 @@ void moe_group(int32_t *order, int32_t *start, const int32_t *sel, int64_t T, in
     for (int64_t r = 0; r < T * k; r++) order[cur[sel[r]]++] = (int32_t)r;
 }
 
-size_t moe_scratch_floats(int64_t T, int64_t H, int64_t F) { return (size_t)T * (size_t)(2 * H + 3 * F); }
+size_t moe_scratch_floats(int64_t T, int64_t H, int64_t F, int64_t k) {
+    return (size_t)T * (size_t)k * (size_t)(H + 3 * F);
+}
 size_t moe_scratch_ints(int64_t T, int64_t E, int64_t k) { return (size_t)(T * k + 2 * E + 1); }
+
+/* Experts handled per batch of products (bounds the job arrays on the stack; a batch is one fork/join). */
+#define MOE_BATCH 32
 
 int moe_experts_forward(float *out, const float *u, const int32_t *sel, const float *w, int64_t T, int64_t k,
                         const moe_experts *ex, float *scratch, int32_t *iscratch, float *save_gate, float *save_up,
                         float *save_hid, float *save_y) {
-    int64_t H = ex->H, F = ex->F, E = ex->E;
-    float *xg = scratch, *yg = xg + T * H, *g = yg + T * H, *up = g + T * F, *hid = up + T * F;
-    int32_t *order = iscratch, *start = order + T * k;
+    int64_t H = ex->H, F = ex->F, E = ex->E, R = T * k;
+    /* grouped rows: slot order[i] (i in [start[e], start[e+1])) is row i of xg, g, up, hid, yg.
+     * yg reuses xg: the inputs are dead once gate and up are computed */
+    float *xg = scratch, *yg = xg, *g = xg + R * H, *up = g + R * F, *hid = up + R * F;
+    int32_t *order = iscratch, *start = order + R;
     moe_group(order, start, sel, T, E, k);
-    for (int64_t e = 0; e < E; e++) {
-        int64_t n = start[e + 1] - start[e];
-        if (n == 0) continue;
-        const int32_t *rows = order + start[e];
-        for (int64_t i = 0; i < n; i++) memcpy(xg + i * H, u + (rows[i] / k) * H, (size_t)H * sizeof(float));
-        if (kern_matmul(g, xg, ex->gate[e], ex->t_gate, n, H, F) != 0) return -1;
-        if (kern_matmul(up, xg, ex->up[e], ex->t_up, n, H, F) != 0) return -1;
-        ops_swiglu(hid, g, up, n * F);
-        if (kern_matmul(yg, hid, ex->down[e], ex->t_down, n, F, H) != 0) return -1;
-        for (int64_t i = 0; i < n; i++) {
-            int64_t r = rows[i], t = r / k;
-            float wt = w[r];
-            float *o = out + t * H;
-            const float *y = yg + i * H;
-            for (int64_t j = 0; j < H; j++) o[j] += wt * y[j];
-            if (save_gate) memcpy(save_gate + r * F, g + i * F, (size_t)F * sizeof(float));
-            if (save_up) memcpy(save_up + r * F, up + i * F, (size_t)F * sizeof(float));
-            if (save_hid) memcpy(save_hid + r * F, hid + i * F, (size_t)F * sizeof(float));
-            if (save_y) memcpy(save_y + r * H, y, (size_t)H * sizeof(float));
+    int64_t e0 = 0;
+    while (e0 < E) {
+        /* the next batch: up to MOE_BATCH experts that have tokens */
+        int32_t act[MOE_BATCH];
+        int na = 0;
+        for (; e0 < E && na < MOE_BATCH; e0++)
+            if (start[e0 + 1] > start[e0]) act[na++] = (int32_t)e0;
+        if (na == 0) break;
+        ops_mm jobs[2 * MOE_BATCH];
+        for (int a = 0; a < na; a++) {
+            int64_t e = act[a], r0 = start[e], n = start[e + 1] - r0;
+            const int32_t *rows = order + r0;
+            const float *xe = u;
+            if (n != T) { /* all T tokens (a decode step's experts): rows are 0..T-1 in order, u as it is */
+                for (int64_t i = 0; i < n; i++)
+                    memcpy(xg + (r0 + i) * H, u + (rows[i] / k) * H, (size_t)H * sizeof(float));
+                xe = xg + r0 * H;
+            }
+            jobs[2 * a] = (ops_mm){g + r0 * F, xe, ex->gate[e], ex->t_gate, n, H, F};
+            jobs[2 * a + 1] = (ops_mm){up + r0 * F, xe, ex->up[e], ex->t_up, n, H, F};
+        }
+        if (ops_matmul_multi(jobs, 2 * na) != 0) return -1;
+        /* the batch's rows are contiguous: [start[first], start[last + 1]) */
+        int64_t s0 = start[act[0]], s1 = start[act[na - 1] + 1];
+        ops_swiglu(hid + s0 * F, g + s0 * F, up + s0 * F, (s1 - s0) * F);
+        for (int a = 0; a < na; a++) {
+            int64_t e = act[a], r0 = start[e], n = start[e + 1] - r0;
+            jobs[a] = (ops_mm){yg + r0 * H, hid + r0 * F, ex->down[e], ex->t_down, n, F, H};
+        }
+        if (ops_matmul_multi(jobs, na) != 0) return -1;
+        /* combine in ascending expert order (the sum order of each token's outputs) */
+        for (int a = 0; a < na; a++) {
+            int64_t e = act[a];
+            for (int64_t i = start[e]; i < start[e + 1]; i++) {
+                int64_t r = order[i], t = r / k;
+                float wt = w[r];
+                float *o = out + t * H;
+                const float *y = yg + i * H;
+                for (int64_t j = 0; j < H; j++) o[j] += wt * y[j];
+                if (save_gate) memcpy(save_gate + r * F, g + i * F, (size_t)F * sizeof(float));
+                if (save_up) memcpy(save_up + r * F, up + i * F, (size_t)F * sizeof(float));
+                if (save_hid) memcpy(save_hid + r * F, hid + i * F, (size_t)F * sizeof(float));
+                if (save_y) memcpy(save_y + r * H, y, (size_t)H * sizeof(float));
+            }
         }
     }
     return 0;

@@ -1,6 +1,7 @@
 /* moe: mixture-of-experts routing and expert dispatch (forward; backward goes next to each op).
  * Routers: attention (Yuan 2.0-M32) and linear (Mixtral). Top-k with renormalised weights, deterministic ties
- * (lower expert id wins). Experts run once each over the tokens routed to them, through kern_matmul. */
+ * (lower expert id wins). Experts run once each over the tokens routed to them: the gate and up products of all
+ * active experts are one ops_matmul_multi call (one fork/join), their down products another. */
 #ifndef MOEC_MOE_H
 #define MOEC_MOE_H
 
@@ -33,8 +34,8 @@ typedef struct {
     int64_t E, H, F;
 } moe_experts;
 
-/* Scratch floats/ints moe_experts_forward needs for T tokens. */
-size_t moe_scratch_floats(int64_t T, int64_t H, int64_t F);
+/* Scratch floats/ints moe_experts_forward needs for T tokens with top-k routing. */
+size_t moe_scratch_floats(int64_t T, int64_t H, int64_t F, int64_t k);
 size_t moe_scratch_ints(int64_t T, int64_t E, int64_t k);
 
 /* out[t] += Σ_s w[t,s] · W2_e(silu(W1g_e·u[t]) ⊙ W1u_e·u[t]), e = sel[t,s]. Each expert runs once over its tokens;

@@ -20,7 +20,9 @@ int ops_embed(float *out, const int32_t *ids, int64_t T, const void *table, ggml
 }
 
 void ops_rmsnorm(float *out, float *rstd, const float *in, const float *w, int64_t T, int64_t C, float eps) {
-#pragma omp parallel for schedule(static) if (T * C > 32768)
+    /* threads only for long prefills: below ~2^20 elements a fork/join costs more than it saves (on a shared machine a
+     * join can wait for the other core to be scheduled); dynamic chunks so a preempted thread holds up less */
+#pragma omp parallel for schedule(dynamic, 32) if (T * C >= 1048576)
     for (int64_t t = 0; t < T; t++) {
         const float *x = in + t * C;
         float *o = out + t * C;
@@ -465,7 +467,7 @@ void ops_swiglu(float *out, const float *gate, const float *up, int64_t N) {
 #endif
     /* chunks of 8K elements (a multiple of 8: the same arithmetic for every element whatever the split) */
     int64_t nc = (N + 8191) / 8192;
-#pragma omp parallel for schedule(static) if (N > 65536)
+#pragma omp parallel for schedule(dynamic, 1) if (N >= 1048576) /* see ops_rmsnorm */
     for (int64_t c = 0; c < nc; c++) {
         int64_t i0 = c * 8192, i1 = i0 + 8192 < N ? i0 + 8192 : N;
 #if OPS_X86
@@ -493,4 +495,11 @@ void ops_add_bias(float *y, const float *b, int64_t T, int64_t C) {
 void ops_add_add_bias(float *y, const float *x, const float *b, int64_t T, int64_t C) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < C; i++) y[t * C + i] = (y[t * C + i] + x[t * C + i]) + b[i];
+}
+
+int ops_matmul_multi(const ops_mm *jobs, int n) {
+    for (int i = 0; i < n; i++)
+        if (kern_matmul(jobs[i].y, jobs[i].x, jobs[i].w, jobs[i].wtype, jobs[i].T, jobs[i].n_in, jobs[i].n_out) != 0)
+            return -1;
+    return 0;
 }
