@@ -16,6 +16,7 @@
 #include "kern.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -577,121 +578,304 @@ static void panel_to_f32(int simd, float *dst, const uint8_t *w, size_t rb, ggml
         }
 }
 
-/* One work item of the float GEMM: rows [o0, o1) x tokens [t0, t1), all of k. buf: KB_ROWS*KB_K floats. */
-static void gemm_item(int simd, float *y, const float *x, const uint8_t *w, ggml_type wt, size_t rb, int64_t n_in,
-                      int64_t n_out, int64_t o0, int64_t o1, int64_t t0, int64_t t1, float *buf) {
+/* ---------------------------------------------------------------------------------------------- */
+/* per-thread scratch buffers                                                                     */
+
+/* Each thread keeps a few buffers that grow on demand and are reused by every call (no malloc per call). They are
+ * freed when the thread exits (a pthread key destructor) or by kern_release_scratch() on the calling thread.
+ * KS_META and KS_ACT belong to the thread that calls kern_matmul_multi; KS_PANEL and KS_ACC are used by every team
+ * thread inside the parallel region (the caller is team thread 0: distinct slots, so no aliasing); KS_GEMM by
+ * kern_gemm_acc's team. */
+enum { KS_META, KS_ACT, KS_PANEL, KS_ACC, KS_GEMM, KS_N };
+typedef struct {
+    void *p;
+    size_t cap;
+} kbuf;
+static _Thread_local kbuf tl_buf[KS_N];
+static _Thread_local int tl_registered;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static int tl_key_ok; /* written once under pthread_once */
+
+static void tl_destroy(void *arg) {
+    kbuf *b = arg;
+    for (int i = 0; i < KS_N; i++) {
+        moec_free(b[i].p);
+        b[i].p = NULL;
+        b[i].cap = 0;
+    }
+}
+static void tl_init(void) { tl_key_ok = pthread_key_create(&tl_key, tl_destroy) == 0; }
+
+/* The calling thread's buffer `slot` with room for n bytes (64-byte aligned), or NULL (error set). The previous
+ * contents are not kept when it grows. */
+static void *scratch(int slot, size_t n) {
+    kbuf *b = &tl_buf[slot];
+    if (b->p && b->cap >= n) return b->p;
+    if (!tl_registered) {
+        pthread_once(&tl_once, tl_init);
+        if (tl_key_ok) pthread_setspecific(tl_key, tl_buf);
+        tl_registered = 1;
+    }
+    size_t cap = n + n / 2 + 64;
+    if (cap < n) cap = n;
+    void *p = moec_alloc(cap);
+    if (!p) return NULL;
+    moec_free(b->p);
+    b->p = p;
+    b->cap = cap;
+    return p;
+}
+
+void kern_release_scratch(void) { tl_destroy(tl_buf); }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* matmul driver                                                                                  */
+
+/* One work item of the float GEMM: rows [o0, o1) (<= KB_ROWS) x tokens [t0, t1) (<= KB_TOK), all of k.
+ * buf: KB_ROWS*KB_K floats; acct: KB_ROWS*KB_TOK floats, used only when accumulating over several k panels (the
+ * product is completed there, then added to y, so y += exactly what kern_matmul would have stored). */
+static void gemm_item(int simd, float *y, int64_t ldy, int accumulate, const float *x, int64_t ldx, const uint8_t *w,
+                      ggml_type wt, size_t rb, int64_t n_in, int64_t o0, int64_t o1, int64_t t0, int64_t t1,
+                      float *buf, float *acct) {
+    const int split = accumulate && n_in > KB_K;
+    float *yb = split ? acct : y + t0 * ldy + o0;
+    const int64_t ldb = split ? o1 - o0 : ldy;
     for (int64_t k0 = 0; k0 < n_in; k0 += KB_K) {
         int64_t kc = n_in - k0 < KB_K ? n_in - k0 : KB_K;
-        const float *wp;
-        int64_t ldw;
-        if (wt == GGML_F32 && !buf) {
-            wp = (const float *)(w + (size_t)o0 * rb) + k0;
-            ldw = n_in;
-        } else if (wt == GGML_F32) { /* pack: contiguous panel rows stream better than rows n_in apart */
+        if (wt == GGML_F32) { /* pack: contiguous panel rows stream better than rows n_in apart */
             for (int64_t o = o0; o < o1; o++)
                 memcpy(buf + (o - o0) * kc, (const float *)(w + (size_t)o * rb) + k0, (size_t)kc * sizeof(float));
-            wp = buf;
-            ldw = kc;
         } else {
             panel_to_f32(simd, buf, w + (size_t)o0 * rb, rb, wt, (int)(o1 - o0), k0, kc);
-            wp = buf;
-            ldw = kc;
         }
+        const int acc = k0 > 0 || (accumulate && !split);
         for (int64_t t = t0; t < t1; t += 3) {
             int mt = t1 - t < 3 ? (int)(t1 - t) : 3;
             for (int64_t o = o0; o < o1; o += 4) {
                 int nr = o1 - o < 4 ? (int)(o1 - o) : 4;
-                tile_f32(simd, y + t * n_out + o, n_out, x + t * n_in + k0, n_in, wp + (o - o0) * ldw, ldw, mt, nr, kc,
-                         k0 > 0);
+                tile_f32(simd, yb + (t - t0) * ldb + (o - o0), ldb, x + t * ldx + k0, ldx, buf + (o - o0) * kc, kc, mt,
+                         nr, kc, acc);
             }
         }
+    }
+    if (split)
+        for (int64_t t = t0; t < t1; t++)
+            for (int64_t o = o0; o < o1; o++) y[t * ldy + o] += acct[(t - t0) * ldb + (o - o0)];
+}
+
+/* A validated job of kern_matmul_multi. */
+typedef struct {
+    const kern_mm *j;
+    size_t rb;          /* weight row bytes */
+    int64_t ldy, ldx;   /* resolved strides */
+    int quant, next;    /* next: the next job writing the same y (-1: none) */
+    const kq8 *xq;      /* quantized activations [T][n_in/32] (quant jobs) */
+} mjob;
+/* Jobs writing one y, cut in items of rbk rows x tbk tokens (item i: row block i % n_rb, token block i / n_rb). */
+typedef struct {
+    int first;
+    int64_t rbk, tbk, n_rb, item0; /* item0: index of the group's first item in the whole call */
+} mgroup;
+/* One distinct activation matrix to quantize (shared by the quant jobs with the same x, ldx, T, n_in). */
+typedef struct {
+    const float *x;
+    int64_t ldx, T, n_in, row0; /* row0: its first row among all rows to quantize */
+    kq8 *q;
+} mact;
+
+static inline void store_y(float *y, float v, int accumulate) {
+    if (accumulate) *y += v;
+    else *y = v;
+}
+
+/* Rows [o0, o1) x tokens [t0, t1) of one job. */
+static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t0, int64_t t1, float *panel,
+                      float *acct) {
+    const kern_mm *j = m->j;
+    const uint8_t *wb = j->w;
+    const ggml_type t = j->wtype;
+    const int accu = j->accumulate != 0;
+    if (m->quant) {
+        const int64_t nb32 = j->n_in / 32;
+        for (int64_t tt = t0; tt < t1; tt += 4) {
+            int nt = t1 - tt < 4 ? (int)(t1 - tt) : 4;
+            const kq8 *a[4];
+            for (int i = 0; i < nt; i++) a[i] = m->xq + (tt + i) * nb32;
+            for (int64_t o = o0; o < o1; o++) {
+                float r[4];
+                dot_q(simd, r, wb + (size_t)o * m->rb, t, a, nt, nb32);
+                for (int i = 0; i < nt; i++) store_y(j->y + (tt + i) * m->ldy + o, r[i], accu);
+            }
+        }
+    } else if (j->T < 3) {
+        for (int64_t o = o0; o < o1; o++)
+            for (int64_t tt = t0; tt < t1; tt++)
+                store_y(j->y + tt * m->ldy + o, dot_f(simd, wb + (size_t)o * m->rb, t, j->x + tt * m->ldx, j->n_in),
+                        accu);
+    } else {
+        for (int64_t tb = t0; tb < t1; tb += KB_TOK)
+            for (int64_t ob = o0; ob < o1; ob += KB_ROWS)
+                gemm_item(simd, j->y, m->ldy, accu, j->x, m->ldx, wb, t, m->rb, j->n_in, ob,
+                          o1 - ob < KB_ROWS ? o1 : ob + KB_ROWS, tb, t1 - tb < KB_TOK ? t1 : tb + KB_TOK, panel, acct);
     }
 }
 
-int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out) {
-    if (T < 0 || n_in <= 0 || n_out < 0)
-        return moec_set_error("kern_matmul: bad shape T=%lld n_in=%lld n_out=%lld", (long long)T, (long long)n_in,
-                              (long long)n_out);
-    size_t rb = ggml_row_bytes(wtype, n_in);
-    if (rb == 0) return moec_wrap_error("kern_matmul");
-    if (wtype != GGML_F32 && wtype != GGML_F16 && wtype != GGML_BF16 && !type_is_quant(wtype))
-        return moec_set_error("kern_matmul: unsupported weight type %s", ggml_type_name(wtype));
-    if (T == 0 || n_out == 0) return 0;
-    const int simd = use_simd();
-    const uint8_t *wb = w;
-    const int par = (double)T * (double)n_in * (double)n_out >= PAR_MIN_MACS;
+/* Item `it` of the call: find its group (binary search on item0), then run every job of the group in order. */
+static void run_item(int simd, const mjob *mj, const mgroup *g, int ng, int64_t it, float *panel, float *acct) {
+    int lo = 0, hi = ng - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (g[mid].item0 <= it) lo = mid;
+        else hi = mid - 1;
+    }
+    const mgroup *gr = &g[lo];
+    int64_t li = it - gr->item0, o0 = (li % gr->n_rb) * gr->rbk, t0 = (li / gr->n_rb) * gr->tbk;
+    const kern_mm *j0 = mj[gr->first].j;
+    int64_t o1 = o0 + gr->rbk < j0->n_out ? o0 + gr->rbk : j0->n_out, t1 = t0 + gr->tbk < j0->T ? t0 + gr->tbk : j0->T;
+    for (int k = gr->first; k >= 0; k = mj[k].next) run_range(simd, &mj[k], o0, o1, t0, t1, panel, acct);
+}
 
-    if (type_is_quant(wtype)) {
-        int64_t nb32 = n_in / 32;
-        size_t arow = (size_t)nb32 * sizeof(kq8);
-        kq8 *xq = moec_malloc(arow * (size_t)T);
-        if (!xq) return -1;
-        int64_t n_tb = (T + KQ_TOK - 1) / KQ_TOK, n_rb = (n_out + KQ_ROWS - 1) / KQ_ROWS;
-        if (T == 1) n_rb = n_out; /* decode: rows interleave freely between threads */
-        /* activations: cheap (T*n_in); on the calling thread for small T, saving a barrier */
-        if (T < 16)
-            for (int64_t t = 0; t < T; t++) kern_quantize_act(xq + t * nb32, x + t * n_in, n_in);
-#pragma omp parallel if (par)
-        {
-            if (T >= 16) {
-#pragma omp for schedule(static)
-                for (int64_t t = 0; t < T; t++) kern_quantize_act(xq + t * nb32, x + t * n_in, n_in);
+int kern_matmul_multi(const kern_mm *jobs, int n) {
+    if (n == 0) return 0;
+    if (n < 0 || !jobs) return moec_set_error("kern_matmul_multi: bad job list (n=%d)", n);
+    const int simd = use_simd();
+    /* validate everything before writing anything */
+    double macs = 0;
+    int n_live = 0;
+    for (int i = 0; i < n; i++) {
+        const kern_mm *j = &jobs[i];
+        if (j->T < 0 || j->n_in <= 0 || j->n_out < 0)
+            return moec_set_error("kern_matmul: bad shape T=%lld n_in=%lld n_out=%lld", (long long)j->T,
+                                  (long long)j->n_in, (long long)j->n_out);
+        if (ggml_row_bytes(j->wtype, j->n_in) == 0) return moec_wrap_error("kern_matmul");
+        if (j->wtype != GGML_F32 && j->wtype != GGML_F16 && j->wtype != GGML_BF16 && !type_is_quant(j->wtype))
+            return moec_set_error("kern_matmul: unsupported weight type %s", ggml_type_name(j->wtype));
+        if (j->T == 0 || j->n_out == 0) continue;
+        if (!j->y || !j->x || !j->w) return moec_set_error("kern_matmul: NULL y, x or w (job %d)", i);
+        if ((j->ldy != 0 && j->ldy < j->n_out) || (j->ldx != 0 && j->ldx < j->n_in))
+            return moec_set_error("kern_matmul: row stride ldy=%lld / ldx=%lld below the row length (job %d)",
+                                  (long long)j->ldy, (long long)j->ldx, i);
+        macs += (double)j->T * (double)j->n_in * (double)j->n_out;
+        n_live++;
+    }
+    if (n_live == 0) return 0;
+    size_t meta_bytes = (size_t)n * (sizeof(mjob) + sizeof(mgroup) + sizeof(mact));
+    uint8_t *meta = scratch(KS_META, meta_bytes);
+    if (!meta) return moec_wrap_error("kern_matmul");
+    mjob *mj = (mjob *)meta;
+    mgroup *g = (mgroup *)(meta + (size_t)n * sizeof(mjob));
+    mact *ma = (mact *)(meta + (size_t)n * (sizeof(mjob) + sizeof(mgroup)));
+    int ng = 0, na = 0;
+    int64_t n_items = 0, act_rows = 0;
+    size_t act_bytes = 0;
+    int need_panel = 0, need_acc = 0;
+    for (int i = 0; i < n; i++) {
+        const kern_mm *j = &jobs[i];
+        mjob *m = &mj[i];
+        m->j = j;
+        m->next = -1;
+        m->xq = NULL;
+        if (j->T == 0 || j->n_out == 0) continue;
+        m->rb = ggml_row_bytes(j->wtype, j->n_in);
+        m->ldy = j->ldy ? j->ldy : j->n_out;
+        m->ldx = j->ldx ? j->ldx : j->n_in;
+        m->quant = type_is_quant(j->wtype);
+        if (!m->quant && j->T >= 3) {
+            need_panel = 1;
+            if (j->accumulate && j->n_in > KB_K) need_acc = 1;
+        }
+        /* output group: an earlier live job with the same y */
+        int gi = -1;
+        for (int k = 0; k < ng; k++)
+            if (mj[g[k].first].j->y == j->y) gi = k;
+        if (gi >= 0) {
+            const mjob *f = &mj[g[gi].first];
+            if (!j->accumulate || f->j->T != j->T || f->j->n_out != j->n_out || f->ldy != m->ldy)
+                return moec_set_error("kern_matmul_multi: jobs %d and %d write the same y; the later one must "
+                                      "accumulate with the same T, n_out and ldy", g[gi].first, i);
+            int k = g[gi].first;
+            while (mj[k].next >= 0) k = mj[k].next;
+            mj[k].next = i;
+        } else {
+            mgroup *gr = &g[ng++];
+            gr->first = i;
+            if (j->T == 1) gr->rbk = 16, gr->tbk = 1; /* decode: rows interleave freely between threads */
+            else if (m->quant) gr->rbk = KQ_ROWS, gr->tbk = KQ_TOK;
+            else if (j->T < 3) gr->rbk = 16, gr->tbk = j->T;
+            else gr->rbk = KB_ROWS, gr->tbk = KB_TOK;
+            gr->n_rb = (j->n_out + gr->rbk - 1) / gr->rbk;
+            gr->item0 = n_items;
+            n_items += gr->n_rb * ((j->T + gr->tbk - 1) / gr->tbk);
+        }
+        if (m->quant) { /* activation set: shared by jobs with the same x */
+            int ai = -1;
+            for (int k = 0; k < na; k++)
+                if (ma[k].x == j->x && ma[k].ldx == m->ldx && ma[k].T == j->T && ma[k].n_in == j->n_in) ai = k;
+            if (ai < 0) {
+                ai = na++;
+                ma[ai] = (mact){j->x, m->ldx, j->T, j->n_in, act_rows, NULL};
+                act_rows += j->T;
+                act_bytes += (size_t)j->T * kern_act_bytes(j->n_in);
             }
-            /* dynamic chunks: a thread the OS preempts does not hold the others up for half the matrix */
-            if (T == 1) {
-#pragma omp for schedule(dynamic, 16)
-                for (int64_t o = 0; o < n_out; o++) {
-                    const kq8 *a[1] = {xq};
-                    dot_q(simd, y + o, wb + (size_t)o * rb, wtype, a, 1, nb32);
-                }
-            } else {
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t it = 0; it < n_rb * n_tb; it++) {
-                    int64_t o0 = (it % n_rb) * KQ_ROWS, t0 = (it / n_rb) * KQ_TOK;
-                    int64_t o1 = o0 + KQ_ROWS < n_out ? o0 + KQ_ROWS : n_out, t1 = t0 + KQ_TOK < T ? t0 + KQ_TOK : T;
-                    for (int64_t t = t0; t < t1; t += 4) {
-                        int nt = t1 - t < 4 ? (int)(t1 - t) : 4;
-                        const kq8 *a[4];
-                        for (int i = 0; i < nt; i++) a[i] = xq + (t + i) * nb32;
-                        for (int64_t o = o0; o < o1; o++) {
-                            float r[4];
-                            dot_q(simd, r, wb + (size_t)o * rb, wtype, a, nt, nb32);
-                            for (int i = 0; i < nt; i++) y[(t + i) * n_out + o] = r[i];
-                        }
-                    }
-                }
+            m->xq = (const kq8 *)(uintptr_t)ai; /* resolved below, once the buffer exists */
+        }
+    }
+    if (na > 0) {
+        uint8_t *ab = scratch(KS_ACT, act_bytes);
+        if (!ab) return moec_wrap_error("kern_matmul");
+        size_t off = 0;
+        for (int k = 0; k < na; k++) {
+            ma[k].q = (kq8 *)(ab + off);
+            off += (size_t)ma[k].T * kern_act_bytes(ma[k].n_in);
+        }
+        for (int i = 0; i < n; i++)
+            if (mj[i].quant && jobs[i].T > 0 && jobs[i].n_out > 0) mj[i].xq = ma[(uintptr_t)mj[i].xq].q;
+    }
+    const int par = macs >= PAR_MIN_MACS && n_items > 1;
+    /* activations: cheap (T*n_in); on the calling thread for few rows, saving a barrier */
+    const int act_in_region = par && act_rows >= 16;
+    if (!act_in_region)
+        for (int k = 0; k < na; k++)
+            for (int64_t t = 0; t < ma[k].T; t++)
+                kern_quantize_act(ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
+    if (!par) {
+        float *panel = need_panel ? scratch(KS_PANEL, (size_t)KB_ROWS * KB_K * sizeof(float)) : NULL;
+        float *acct = need_acc ? scratch(KS_ACC, (size_t)KB_ROWS * KB_TOK * sizeof(float)) : NULL;
+        if ((need_panel && !panel) || (need_acc && !acct)) return moec_wrap_error("kern_matmul");
+        for (int64_t it = 0; it < n_items; it++) run_item(simd, mj, g, ng, it, panel, acct);
+        return 0;
+    }
+    int bad = 0;
+#pragma omp parallel
+    {
+        if (act_in_region) {
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < act_rows; r++) {
+                int k = 0;
+                while (k + 1 < na && ma[k + 1].row0 <= r) k++;
+                int64_t t = r - ma[k].row0;
+                kern_quantize_act(ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
             }
         }
-        moec_free(xq);
-        return 0;
-    }
-
-    if (T < 3) {
-#pragma omp parallel for schedule(dynamic, 16) if (par)
-        for (int64_t o = 0; o < n_out; o++)
-            for (int64_t t = 0; t < T; t++) y[t * n_out + o] = dot_f(simd, wb + (size_t)o * rb, wtype, x + t * n_in, n_in);
-        return 0;
-    }
-
-    int64_t n_rb = (n_out + KB_ROWS - 1) / KB_ROWS, n_tb = (T + KB_TOK - 1) / KB_TOK;
-    int bad = 0;
-#pragma omp parallel if (par)
-    {
-        float *buf = moec_malloc((size_t)KB_ROWS * KB_K * sizeof(float));
-        if (!buf) {
+        float *panel = need_panel ? scratch(KS_PANEL, (size_t)KB_ROWS * KB_K * sizeof(float)) : NULL;
+        float *acct = need_acc ? scratch(KS_ACC, (size_t)KB_ROWS * KB_TOK * sizeof(float)) : NULL;
+        int ok = !((need_panel && !panel) || (need_acc && !acct));
+        if (!ok) {
 #pragma omp atomic write
             bad = 1;
         }
+        /* dynamic items: a thread the OS preempts does not hold the others up for half the work */
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < n_rb * n_tb; it++) {
-            if (!buf) continue;
-            int64_t o0 = (it % n_rb) * KB_ROWS, t0 = (it / n_rb) * KB_TOK;
-            int64_t o1 = o0 + KB_ROWS < n_out ? o0 + KB_ROWS : n_out, t1 = t0 + KB_TOK < T ? t0 + KB_TOK : T;
-            gemm_item(simd, y, x, wb, wtype, rb, n_in, n_out, o0, o1, t0, t1, buf);
-        }
-        moec_free(buf);
+        for (int64_t it = 0; it < n_items; it++)
+            if (ok) run_item(simd, mj, g, ng, it, panel, acct);
     }
     return bad ? moec_set_error("kern_matmul: out of memory") : 0;
+}
+
+int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out) {
+    kern_mm j = {y, x, w, wtype, T, n_in, n_out, 0, 0, 0};
+    return kern_matmul_multi(&j, 1);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -14,6 +14,35 @@
  * enough; env MOEC_KERN=scalar forces the portable path. Returns -1 (error set) for an unsupported type/shape. */
 int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out);
 
+/* One matmul of kern_matmul_multi: y[T, n_out] (=|+=) x[T, n_in] · Wᵀ, W: [n_out, n_in] of type wtype.
+ * The fields after n_out are optional (zero = the plain kern_matmul): use a designated initializer,
+ * (kern_mm){.y = y, .x = x, .w = w, .wtype = t, .T = T, .n_in = n_in, .n_out = n_out}, which leaves them zero
+ * (a positional one with 7 values trips -Wmissing-field-initializers under -Wextra). */
+typedef struct {
+    float *y;          /* [T, n_out], row t at y + t*ldy */
+    const float *x;    /* [T, n_in], row t at x + t*ldx */
+    const void *w;     /* [n_out, n_in] of type wtype, rows ggml_row_bytes(wtype, n_in) apart */
+    ggml_type wtype;
+    int64_t T, n_in, n_out;
+    int accumulate;    /* 0: y = x·Wᵀ; 1: y += x·Wᵀ, bitwise equal to y + (what kern_matmul would store) */
+    int64_t ldy, ldx;  /* row strides in floats, 0 = dense (n_out resp. n_in); ldy >= n_out, ldx >= n_in */
+} kern_mm;
+
+/* Runs n independent matmuls in ONE OpenMP parallel region (one fork/join for all): the row blocks of every job
+ * are work items handed out dynamically to the team. Every job's y gets exactly the bits kern_matmul (plus the
+ * accumulate/stride options) gives for it alone, for any thread count and any mix of jobs. Quantized jobs with the
+ * same (x, ldx, T, n_in) quantize their activations once. Jobs must be independent: no job's y may overlap another
+ * job's x or y, with one exception: several jobs may name the same y (same T, n_out, ldy) if every one after the
+ * first has accumulate = 1; they then run in job order on each block of y (e.g. two conv taps summed into one
+ * output: {.. accumulate = 0}, {.. accumulate = 1}). Jobs with T = 0 or n_out = 0 are skipped. Everything is
+ * validated before anything is written; returns 0, or -1 with the error set (bad shape/type/stride, a same-y
+ * violation, out of memory). Not for calling from inside an active parallel region (it would run on one thread). */
+int kern_matmul_multi(const kern_mm *jobs, int n);
+
+/* kern keeps per-thread scratch buffers (activation quantization, GEMM panels) that grow to the largest call and
+ * are reused; they are freed when the thread exits. This frees the calling thread's buffers now (optional). */
+void kern_release_scratch(void);
+
 /* Dequantize/convert one row of n elements of type t to fp32. */
 int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n);
 
