@@ -635,7 +635,7 @@ int model_seq_copy(seq_state *dst, const seq_state *src) {
 
 /* Scratch layout for T tokens (floats). */
 typedef struct {
-    size_t h, x, xe, o1e, tmp1, o2, tmpH, f, q, k, v, atty, u, ffo, rq, rk, rv, rl, selw, dg, du, moe, cs, sn,
+    size_t h, x, xe, o1e, o2, f, q, k, v, atty, u, ffo, rq, rk, rv, rl, selw, dg, du, moe, cs, sn,
         rstd, hn, att, total;
     size_t sel, imoe, itotal;
 } scratch_layout;
@@ -649,9 +649,7 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
     SEG(x, t * H);
     SEG(xe, (t + 1) * H);
     SEG(o1e, (t + 1) * (H / 2));
-    SEG(tmp1, t * (H / 2));
     SEG(o2, t * H);
-    SEG(tmpH, t * H);
     SEG(f, t * H);
     SEG(q, t * P);
     SEG(k, t * Pkv);
@@ -801,9 +799,15 @@ static int matmul(float *y, const float *x, const model_tensor *w, int64_t T) {
     return kern_matmul(y, x, w->data, w->type, T, w->ne[0], w->ne[1]);
 }
 
-/* A product job y[T, ne[1]] = x[T, ne[0]] · wᵀ for ops_matmul_multi. */
-static ops_mm mm_job(float *y, const float *x, const model_tensor *w, int64_t T) {
-    return (ops_mm){y, x, w->data, w->type, T, w->ne[0], w->ne[1]};
+/* A product job y[T, ne[1]] = x[T, ne[0]] · wᵀ for kern_matmul_multi (independent products in one fork/join). */
+static kern_mm mm_job(float *y, const float *x, const model_tensor *w, int64_t T) {
+    return (kern_mm){.y = y, .x = x, .w = w->data, .wtype = w->type, .T = T, .n_in = w->ne[0], .n_out = w->ne[1]};
+}
+
+/* Tap k of an LFA convolution c ({n_in, n_out, 2}) as a job; acc: add to y (the second tap). */
+static kern_mm tap_job(float *y, const float *x, const model_tensor *c, int k, int64_t T, int acc) {
+    return (kern_mm){.y = y, .x = x, .w = tensor_slice(c, k), .wtype = c->type, .T = T, .n_in = c->ne[0],
+                     .n_out = c->ne[1], .accumulate = acc};
 }
 
 int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, float *logits, unsigned flags,
@@ -826,7 +830,7 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
     int64_t H = hp->n_embd, Hh = H / 2, nh = hp->n_head, nkv = hp->n_head_kv, d = hp->head_dim,
             Pkv = nkv * d, E = hp->n_expert, K = hp->n_expert_used, Fd = hp->n_ff, V = hp->n_vocab, pos0 = s->pos;
     float *S = s->scratch;
-    float *h = S + sl.h, *xe = S + sl.xe, *o1e = S + sl.o1e, *tmp1 = S + sl.tmp1, *tmpH = S + sl.tmpH,
+    float *h = S + sl.h, *xe = S + sl.xe, *o1e = S + sl.o1e,
           *ffo = S + sl.ffo, *cs = S + sl.cs, *sn = S + sl.sn, *att_scr = S + sl.att;
     float scale = 1.0f / sqrtf((float)d);
 
@@ -848,15 +852,15 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             memcpy(xe, carry + H, (size_t)H * sizeof(float));
             memcpy(xe + H, x, (size_t)(T * H) * sizeof(float));
             memcpy(o1e, carry, (size_t)Hh * sizeof(float));
-            ops_mm c1[2] = {{o1e + Hh, xe, tensor_slice(&L->lfa_c1, 0), L->lfa_c1.type, T, H, Hh},
-                            {tmp1, xe + H, tensor_slice(&L->lfa_c1, 1), L->lfa_c1.type, T, H, Hh}};
-            TRY(ops_matmul_multi(c1, 2));
-            ops_add_add_bias(o1e + Hh, tmp1, L->lfa_b1.data, T, Hh);
+            /* both taps in one call, the second accumulating: (C_0·a + C_1·b) + bias, as tmp + add did */
+            kern_mm c1[2] = {tap_job(o1e + Hh, xe, &L->lfa_c1, 0, T, 0),
+                             tap_job(o1e + Hh, xe + H, &L->lfa_c1, 1, T, 1)};
+            TRY(kern_matmul_multi(c1, 2));
+            ops_add_bias(o1e + Hh, L->lfa_b1.data, T, Hh);
             float *o2 = la ? la->o2 : S + sl.o2;
-            ops_mm c2[2] = {{o2, o1e, tensor_slice(&L->lfa_c2, 0), L->lfa_c2.type, T, Hh, H},
-                            {tmpH, o1e + Hh, tensor_slice(&L->lfa_c2, 1), L->lfa_c2.type, T, Hh, H}};
-            TRY(ops_matmul_multi(c2, 2));
-            ops_add_add_bias(o2, tmpH, L->lfa_b2.data, T, H);
+            kern_mm c2[2] = {tap_job(o2, o1e, &L->lfa_c2, 0, T, 0), tap_job(o2, o1e + Hh, &L->lfa_c2, 1, T, 1)};
+            TRY(kern_matmul_multi(c2, 2));
+            ops_add_bias(o2, L->lfa_b2.data, T, H);
             float *lin = o2;
             if (la) {
                 memcpy(la->o1, o1e + Hh, (size_t)(T * Hh) * sizeof(float));
@@ -870,8 +874,8 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             memcpy(carry + H, xe + T * H, (size_t)H * sizeof(float));
         }
         float *q = la ? la->q : S + sl.q, *k = la ? la->k : S + sl.k, *v = la ? la->v : S + sl.v;
-        ops_mm qkv[3] = {mm_job(q, f, &L->wq, T), mm_job(k, f, &L->wk, T), mm_job(v, x, &L->wv, T)};
-        TRY(ops_matmul_multi(qkv, 3));
+        kern_mm qkv[3] = {mm_job(q, f, &L->wq, T), mm_job(k, f, &L->wk, T), mm_job(v, x, &L->wv, T)};
+        TRY(kern_matmul_multi(qkv, 3));
         if (L->var.rope_dims > 0) {
             ops_rope(q, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
             ops_rope(k, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
@@ -894,16 +898,17 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
         float *atty = la ? la->atty : S + sl.atty;
         ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, s->kv_type, d, s->n_ctx * d, pos0, T, nh, nkv,
                               d, scale, att_scr, s->att_threads);
-        TRY(matmul(tmpH, atty, &L->wo, T));
-        ops_add(h, tmpH, T * H);
+        kern_mm wo = mm_job(h, atty, &L->wo, T);
+        wo.accumulate = 1; /* h += Wo·att: the same bits as a product then ops_add */
+        TRY(kern_matmul_multi(&wo, 1));
         if (la) memcpy(la->h_mid, h, (size_t)(T * H) * sizeof(float));
         /* ---- FFN block ---- */
         float *u = la ? la->u : S + sl.u;
         ops_rmsnorm(u, la ? la->rstd_u : NULL, h, L->ffn_norm.data, T, H, hp->norm_eps);
         if (L->var.ffn == MODEL_FFN_DENSE) {
             float *g = la ? la->d_gate : S + sl.dg, *up = la ? la->d_up : S + sl.du, *hid = la ? la->d_hid : g;
-            ops_mm gu[2] = {mm_job(g, u, &L->ffn_gate, T), mm_job(up, u, &L->ffn_up, T)};
-            TRY(ops_matmul_multi(gu, 2));
+            kern_mm gu[2] = {mm_job(g, u, &L->ffn_gate, T), mm_job(up, u, &L->ffn_up, T)};
+            TRY(kern_matmul_multi(gu, 2));
             ops_swiglu(hid, g, up, T * Fd);
             TRY(matmul(ffo, hid, &L->ffn_down, T));
         } else {
@@ -911,9 +916,9 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             int32_t *sel = la ? la->sel : s->iscratch + sl.sel;
             if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
                 float *rq = la ? la->rq : S + sl.rq, *rk = la ? la->rk : S + sl.rk, *rv = la ? la->rv : S + sl.rv;
-                ops_mm rqkv[3] = {mm_job(rq, u, &L->router_q, T), mm_job(rk, u, &L->router_k, T),
-                                  mm_job(rv, u, &L->router_v, T)};
-                TRY(ops_matmul_multi(rqkv, 3));
+                kern_mm rqkv[3] = {mm_job(rq, u, &L->router_q, T), mm_job(rk, u, &L->router_k, T),
+                                   mm_job(rv, u, &L->router_v, T)};
+                TRY(kern_matmul_multi(rqkv, 3));
                 moe_router_attn(rl, la ? la->rinner : NULL, rq, rk, rv, T, E);
             } else {
                 TRY(matmul(rl, u, &L->gate_inp, T));

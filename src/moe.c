@@ -94,7 +94,7 @@ int moe_experts_forward(float *out, const float *u, const int32_t *sel, const fl
         for (; e0 < E && na < MOE_BATCH; e0++)
             if (start[e0 + 1] > start[e0]) act[na++] = (int32_t)e0;
         if (na == 0) break;
-        ops_mm jobs[2 * MOE_BATCH];
+        kern_mm jobs[2 * MOE_BATCH];
         for (int a = 0; a < na; a++) {
             int64_t e = act[a], r0 = start[e], n = start[e + 1] - r0;
             const int32_t *rows = order + r0;
@@ -104,18 +104,21 @@ int moe_experts_forward(float *out, const float *u, const int32_t *sel, const fl
                     memcpy(xg + (r0 + i) * H, u + (rows[i] / k) * H, (size_t)H * sizeof(float));
                 xe = xg + r0 * H;
             }
-            jobs[2 * a] = (ops_mm){g + r0 * F, xe, ex->gate[e], ex->t_gate, n, H, F};
-            jobs[2 * a + 1] = (ops_mm){up + r0 * F, xe, ex->up[e], ex->t_up, n, H, F};
+            jobs[2 * a] = (kern_mm){.y = g + r0 * F, .x = xe, .w = ex->gate[e], .wtype = ex->t_gate, .T = n, .n_in = H,
+                                    .n_out = F};
+            jobs[2 * a + 1] = (kern_mm){.y = up + r0 * F, .x = xe, .w = ex->up[e], .wtype = ex->t_up, .T = n, .n_in = H,
+                                        .n_out = F};
         }
-        if (ops_matmul_multi(jobs, 2 * na) != 0) return -1;
+        if (kern_matmul_multi(jobs, 2 * na) != 0) return -1;
         /* the batch's rows are contiguous: [start[first], start[last + 1]) */
         int64_t s0 = start[act[0]], s1 = start[act[na - 1] + 1];
         ops_swiglu(hid + s0 * F, g + s0 * F, up + s0 * F, (s1 - s0) * F);
         for (int a = 0; a < na; a++) {
             int64_t e = act[a], r0 = start[e], n = start[e + 1] - r0;
-            jobs[a] = (ops_mm){yg + r0 * H, hid + r0 * F, ex->down[e], ex->t_down, n, F, H};
+            jobs[a] = (kern_mm){.y = yg + r0 * H, .x = hid + r0 * F, .w = ex->down[e], .wtype = ex->t_down, .T = n,
+                                .n_in = F, .n_out = H};
         }
-        if (ops_matmul_multi(jobs, na) != 0) return -1;
+        if (kern_matmul_multi(jobs, na) != 0) return -1;
         /* combine in ascending expert order (the sum order of each token's outputs) */
         for (int a = 0; a < na; a++) {
             int64_t e = act[a];

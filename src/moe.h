@@ -1,7 +1,7 @@
 /* moe: mixture-of-experts routing and expert dispatch (forward; backward goes next to each op).
  * Routers: attention (Yuan 2.0-M32) and linear (Mixtral). Top-k with renormalised weights, deterministic ties
  * (lower expert id wins). Experts run once each over the tokens routed to them: the gate and up products of all
- * active experts are one ops_matmul_multi call (one fork/join), their down products another. */
+ * active experts are one kern_matmul_multi call (one fork/join), their down products another. */
 #ifndef MOEC_MOE_H
 #define MOEC_MOE_H
 

@@ -496,10 +496,3 @@ void ops_add_add_bias(float *y, const float *x, const float *b, int64_t T, int64
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < C; i++) y[t * C + i] = (y[t * C + i] + x[t * C + i]) + b[i];
 }
-
-int ops_matmul_multi(const ops_mm *jobs, int n) {
-    for (int i = 0; i < n; i++)
-        if (kern_matmul(jobs[i].y, jobs[i].x, jobs[i].w, jobs[i].wtype, jobs[i].T, jobs[i].n_in, jobs[i].n_out) != 0)
-            return -1;
-    return 0;
-}

@@ -55,18 +55,6 @@ void ops_attention_blocked(float *out, float *probs, const float *q, const void 
                            int64_t n_head, int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr);
 size_t ops_attention_scratch(int n_thr, int64_t n_ctx, int64_t d);
 
-/* Several independent weight products y_i[T_i, n_out_i] = x_i[T_i, n_in_i] · W_iᵀ (kern_matmul's contract for each
- * job), run with one thread-team fork/join for all of them where the kernel layer allows it. Each y_i is written
- * exactly as kern_matmul would write it (bit for bit, any thread count). Outputs must not overlap inputs. */
-typedef struct {
-    float *y;
-    const float *x;
-    const void *w;
-    ggml_type wtype;
-    int64_t T, n_in, n_out;
-} ops_mm;
-int ops_matmul_multi(const ops_mm *jobs, int n);
-
 /* IEEE half <-> fp32 rows (F16C when the CPU has it; round to nearest even). */
 void ops_f16_to_f32(float *dst, const uint16_t *src, int64_t n);
 void ops_f32_to_f16(uint16_t *dst, const float *src, int64_t n);
