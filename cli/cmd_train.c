@@ -26,8 +26,10 @@ static void usage(FILE *f) {
             "  --optimizer adamw|sgd (adamw)  --wd WD (0.1)  --beta1 (0.9)  --beta2 (0.95)  --momentum (0)\n"
             "  --clip C (1.0, 0 = off)  --seed S (1: data start)  --aux-lb A (0)  --aux-z Z (0)\n"
             "  --eval-every N (0 = off)  --eval-rows N (32; the last step uses all)\n"
-            "  --save-every N (100; 0 = only at the end)"
-            "  --log-every N (1)  --quiet\n");
+            "  --save-every N (100; 0 = only at the end)  --no-save (no checkpoint at all: benchmarks)\n"
+            "  --log-every N (1)  --quiet\n"
+            "  --peak GFLOPS     matmul peak the progress line reports its share of (default: moec's fp32 GEMM\n"
+            "                    measured at start; FLOPs per token as train_flops_per_token, see docs/training.md)\n");
 }
 
 typedef struct {
@@ -128,9 +130,9 @@ int cmd_train(int argc, char **argv) {
     int n_data = 0, rc = 1;
     long B = 8, T = 128, A = 1, warmup = 0, eval_every = 0, eval_rows = 32, save_every = 100, log_every = 1, seed = 1;
     long steps = 0;
-    double tokens = 0, lr = 3e-4, lr_min = -1, wd = 0.1, b1 = 0.9, b2 = 0.95, mom = 0, clip = 1.0, aux_lb = 0, aux_z = 0;
+    double peak = 0, tokens = 0, lr = 3e-4, lr_min = -1, wd = 0.1, b1 = 0.9, b2 = 0.95, mom = 0, clip = 1.0, aux_lb = 0, aux_z = 0;
     const char *optname = "adamw";
-    bool quiet = false;
+    bool quiet = false, no_save = false;
     train_state *s = NULL;
     data_loader ld, vld;
     memset(&ld, 0, sizeof ld), memset(&vld, 0, sizeof vld);
@@ -177,6 +179,10 @@ int cmd_train(int argc, char **argv) {
             quiet = true;
             continue;
         }
+        if (!strcmp(a, "--no-save")) {
+            no_save = true;
+            continue;
+        }
         STR("-m", model_path) STR("--resume", resume) STR("-o", out) STR("--val", val_path) STR("--optimizer", optname)
         INT("--batch", B, 1, 1 << 20) INT("--seq", T, 1, 1 << 20) INT("--accum", A, 1, 1 << 20)
         INT("--steps", steps, 1, 1L << 40) INT("--warmup", warmup, 0, 1L << 40)
@@ -185,6 +191,7 @@ int cmd_train(int argc, char **argv) {
         INT("--seed", seed, 0, 1L << 62)
         FLT("--tokens", tokens) FLT("--lr", lr) FLT("--lr-min", lr_min) FLT("--wd", wd) FLT("--beta1", b1)
         FLT("--beta2", b2) FLT("--momentum", mom) FLT("--clip", clip) FLT("--aux-lb", aux_lb) FLT("--aux-z", aux_z)
+        FLT("--peak", peak)
         usage(stderr);
         return cli_usage_error(cmd, "unknown argument '%s'", a);
 #undef INT
@@ -198,9 +205,10 @@ int cmd_train(int argc, char **argv) {
     if (strcmp(optname, "adamw") && strcmp(optname, "sgd"))
         return cli_usage_error(cmd, "--optimizer must be adamw or sgd");
     if (!(lr > 0) || tokens < 0 || wd < 0 || b1 < 0 || b1 >= 1 || b2 < 0 || b2 >= 1 || clip < 0 || mom < 0 ||
-        aux_lb < 0 || aux_z < 0)
+        aux_lb < 0 || aux_z < 0 || !(peak >= 0))
         return cli_usage_error(cmd, "learning rate, decay, betas, clip or aux coefficients out of range");
     if (lr_min < 0) lr_min = lr / 10;
+    bool peak_given = peak > 0;
     int64_t rows_per_step = (int64_t)B * A;
     if (tokens > 0) steps = (long)ceil(tokens / ((double)rows_per_step * (double)T));
     if (steps <= 0) return cli_usage_error(cmd, "give --steps N or --tokens N");
@@ -261,9 +269,14 @@ int cmd_train(int argc, char **argv) {
         fprintf(csv, "%lld,%lld,%.6f,%.6f,%.6g,0,0\n", (long long)rows[i].step,
                 (long long)(rows[i].step * rows_per_step * T), rows[i].loss, rows[i].val, rows[i].lr);
     fflush(csv);
-    if (!quiet)
+    double fpt = train_flops_per_token(s->m, T);
+    if (!quiet) {
         fprintf(stderr, "moec train: %zu parameters, %lld steps of %lld x %ld tokens, from step %lld\n", s->n,
                 (long long)steps, (long long)rows_per_step, T, (long long)pr.step);
+        if (peak <= 0) peak = train_gemm_peak();
+        fprintf(stderr, "moec train: %.4g GFLOP per token (matmuls, forward + backward); matmul peak %.1f GFLOP/s (%s)\n",
+                fpt * 1e-9, peak, peak_given ? "--peak" : "moec fp32 GEMM 512^3, measured now");
+    }
 
     if (pr.step >= steps && !quiet)
         fprintf(stderr, "moec train: the checkpoint is at step %lld >= --steps %ld: nothing to do\n",
@@ -280,9 +293,9 @@ int cmd_train(int argc, char **argv) {
             if (train_seq(s, in + r * T, tg + r * T, mk + r * T, T, (float)(1.0 / msum), &ce) != 0) goto fail;
             ce_tot += ce;
         }
-        double gn = train_clip_grad(s->grads, s->n, (float)clip);
-        if (msum > 0) /* a batch of fully masked rows teaches nothing: no update, the data still advances */
-            train_opt_step(&oc, cur_lr, pr.step + 1, s->params, s->grads, s->m1, s->m2, s->seg, s->n_seg);
+        /* a batch of fully masked rows teaches nothing: no update, the data still advances */
+        double gn = train_clip_step(&oc, cur_lr, pr.step + 1, (float)clip, msum > 0, s->params, s->grads, s->m1, s->m2,
+                                    s->seg, s->n_seg, s->n);
         pr.step++;
         pr.tokens += (uint64_t)nrow;
         pr.data = ld.pos;
@@ -314,8 +327,9 @@ int cmd_train(int argc, char **argv) {
         if (!quiet && (pr.step % log_every == 0 || last || isfinite(val))) {
             char vbuf[32] = "";
             if (isfinite(val)) snprintf(vbuf, sizeof vbuf, "  val %.4f", val);
-            fprintf(stderr, "step %lld/%lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f tok/s  ETA %.0fs\n",
-                    (long long)pr.step, (long long)steps, loss, vbuf, cur_lr, gn, tps, eta);
+            fprintf(stderr, "step %lld/%lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f tok/s  %.0f%% of peak  ETA %.0fs\n",
+                    (long long)pr.step, (long long)steps, loss, vbuf, cur_lr, gn, tps,
+                    peak > 0 ? 100.0 * tps * fpt * 1e-9 / peak : 0.0, eta);
         }
         if (!quiet && isfinite(val) && s->m->hp.n_expert > 0) {
             int64_t E = s->m->hp.n_expert;
@@ -329,7 +343,7 @@ int cmd_train(int argc, char **argv) {
             }
             train_load_reset(s);
         }
-        if ((save_every > 0 && pr.step % save_every == 0) || last) {
+        if (!no_save && ((save_every > 0 && pr.step % save_every == 0) || last)) {
             if (train_save(s, &pr, out) != 0) goto fail;
             write_svg(svg_path, rows, n_rows);
         }

@@ -5,38 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* dst[i] += Σ_j c[j]·src_j[i] over n rows src_j = src + j·stride, four rows at a time (fixed order). */
-static void axpy_rows(float *restrict dst, const float *src, int64_t stride, const float *c, int64_t cstride,
-                      int64_t n, int64_t len) {
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        float c0 = c[j * cstride], c1 = c[(j + 1) * cstride], c2 = c[(j + 2) * cstride], c3 = c[(j + 3) * cstride];
-        if (c0 == 0.0f && c1 == 0.0f && c2 == 0.0f && c3 == 0.0f) continue;
-        const float *restrict s0 = src + j * stride, *restrict s1 = s0 + stride, *restrict s2 = s1 + stride,
-                              *restrict s3 = s2 + stride;
-#pragma omp simd
-        for (int64_t i = 0; i < len; i++) dst[i] += c0 * s0[i] + c1 * s1[i] + c2 * s2[i] + c3 * s3[i];
-    }
-    for (; j < n; j++) {
-        float cj = c[j * cstride];
-        if (cj == 0.0f) continue;
-        const float *restrict sj = src + j * stride;
-#pragma omp simd
-        for (int64_t i = 0; i < len; i++) dst[i] += cj * sj[i];
-    }
-}
+#include "kern.h"
 
-/* backward of kern_matmul (y = x·Wᵀ) */
-void ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
-                         int64_t n_in, int64_t n_out) {
-    if (dx) { /* dx[t] += Σ_o dy[t,o]·w[o] */
-#pragma omp parallel for schedule(static) if (T * n_in * n_out > 32768)
-        for (int64_t t = 0; t < T; t++) axpy_rows(dx + t * n_in, w, n_in, dy + t * n_out, 1, n_out, n_in);
-    }
-    if (dw) { /* dw[o] += Σ_t dy[t,o]·x[t] */
-#pragma omp parallel for schedule(static) if (T * n_in * n_out > 32768)
-        for (int64_t o = 0; o < n_out; o++) axpy_rows(dw + o * n_in, x, n_in, dy + o, n_out, T, n_in);
-    }
+/* backward of kern_matmul (y = x·Wᵀ): the blocked fp32 GEMM of kern (deterministic for any thread count) */
+int ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
+                        int64_t n_in, int64_t n_out) {
+    return kern_matmul_backward(dx, dw, dy, x, w, T, n_in, n_out);
 }
 
 /* backward of ops_embed */
@@ -154,15 +128,16 @@ void ops_swiglu_backward(float *dg, float *du, const float *dout, const float *g
 }
 
 /* backward of the LFA conv (model_forward's two kern_matmul taps + bias) */
-void ops_conv2_causal_backward(float *din, float *dw0, float *dw1, float *db, const float *dout, const float *in,
-                               const float *w0, const float *w1, int64_t T, int64_t C_in, int64_t C_out) {
+int ops_conv2_causal_backward(float *din, float *dw0, float *dw1, float *db, const float *dout, const float *in,
+                              const float *w0, const float *w1, int64_t T, int64_t C_in, int64_t C_out) {
     /* tap 1 (current token): plain matmul backward over all rows */
-    ops_matmul_backward(din, dw1, dout, in, w1, T, C_in, C_out);
+    if (ops_matmul_backward(din, dw1, dout, in, w1, T, C_in, C_out) != 0) return -1;
     /* tap 0: out[t] gets W0·in[t-1] for t >= 1, i.e. rows dout[1..T) against in[0..T-1) */
-    if (T > 1) ops_matmul_backward(din, dw0, dout + C_out, in, w0, T - 1, C_in, C_out);
+    if (T > 1 && ops_matmul_backward(din, dw0, dout + C_out, in, w0, T - 1, C_in, C_out) != 0) return -1;
     if (db)
         for (int64_t t = 0; t < T; t++)
             for (int64_t o = 0; o < C_out; o++) db[o] += dout[t * C_out + o];
+    return 0;
 }
 
 /* backward of moe_router_attn */

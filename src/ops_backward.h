@@ -9,10 +9,10 @@
 #include <stdint.h>
 
 /* Backward of y = x·Wᵀ (kern_matmul): dx += dy·W, dw += dyᵀ·x. dx or dw may be NULL (not needed).
- * W is fp32 [n_out rows of n_in]. */
+ * W is fp32 [n_out rows of n_in]. Runs kern_matmul_backward (blocked GEMM). -1 + error on out of memory. */
 // dx, x: [T, n_in], dw, w: [n_out, n_in], dy: [T, n_out]
-void ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
-                         int64_t n_in, int64_t n_out);
+int ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
+                        int64_t n_in, int64_t n_out);
 
 /* Backward of ops_embed: dtable[ids[t]] += dout[t] (in token order). */
 // dtable: [V, H], dout: [T, H]
@@ -42,10 +42,10 @@ void ops_swiglu_backward(float *dg, float *du, const float *dout, const float *g
 
 /* Backward of the LFA causal kernel-2 convolution out[t] = b + W0·in[t-1] + W1·in[t] (in[-1] = 0), W0/W1 the
  * taps (tap 0 = previous token). din += W1ᵀ·dout[t] + W0ᵀ·dout[t+1]; dw0 += Σ dout[t]·in[t-1]ᵀ;
- * dw1 += Σ dout[t]·in[t]ᵀ; db += Σ_t dout[t]. din may be NULL. */
+ * dw1 += Σ dout[t]·in[t]ᵀ; db += Σ_t dout[t]. din may be NULL. -1 + error on out of memory. */
 // din, in: [T, C_in], dout: [T, C_out], w0, w1, dw0, dw1: [C_out, C_in], db: [C_out]
-void ops_conv2_causal_backward(float *din, float *dw0, float *dw1, float *db, const float *dout, const float *in,
-                               const float *w0, const float *w1, int64_t T, int64_t C_in, int64_t C_out);
+int ops_conv2_causal_backward(float *din, float *dw0, float *dw1, float *db, const float *dout, const float *in,
+                              const float *w0, const float *w1, int64_t T, int64_t C_in, int64_t C_out);
 
 /* Backward of the attention router (moe_router_attn): logits[i] = Σ_j a_ij v_j, a_ij = softmax_j(q_i k_j).
  * dq, dk, dv are OVERWRITTEN. inner: the a saved by the forward. */

@@ -50,6 +50,12 @@ double train_grad_norm(const float *g, size_t n);
 /* If the norm exceeds max_norm > 0, scale g by max_norm / norm. Returns the norm before clipping. */
 double train_clip_grad(float *g, size_t n, float max_norm);
 
+/* Global-norm clipping fused into the update (one pass less over the gradients): norm = train_grad_norm(g); if
+ * update, train_opt_step with g scaled by max_norm / norm when max_norm > 0 and norm > max_norm. g is not modified.
+ * Same bits as train_clip_grad followed by train_opt_step. Returns the norm before clipping. */
+double train_clip_step(const train_opt_cfg *c, float lr, int64_t t, float max_norm, bool update, float *p,
+                       const float *g, float *m, float *v, const train_segment *seg, size_t n_seg, size_t n);
+
 /* Learning rate at 0-based step: linear warm-up lr·(step+1)/warmup for step < warmup, then cosine decay from lr to
  * lr_min at step total-1 (constant lr_min after). total <= warmup: constant lr after warm-up. */
 float train_lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float lr_min);
@@ -97,6 +103,17 @@ int train_eval_seq(train_state *s, const int32_t *in, const int32_t *target, con
                    double *ce_sum);
 
 void train_load_reset(train_state *s);
+
+/* Training FLOPs per token of a step over sequences of T tokens, counting matrix products only: 3 x the forward's
+ * (forward 2·W, backward 4·W: dx and dW) for the W matmul weights a token meets (model_get_stats: k of E experts,
+ * routers, LFA taps, the output head), plus the causal attention 3 x 4·L·n_head·d·c at the mean context
+ * c = (T+1)/2 (QKᵀ and PV). This is the count of the "peak" share in moec train's progress line. */
+double train_flops_per_token(const model *m, int64_t T);
+
+/* GFLOP/s of moec's fp32 GEMM (kern_gemm_acc, the kernel of the backward) on a [512 x 512] x [512 x 512] product
+ * with the current OpenMP threads, best of ~0.2 s of runs: the "matmul peak" moec train reports its share of.
+ * Returns 0 if it cannot be measured (out of memory). */
+double train_gemm_peak(void);
 
 /* ---- checkpoints ------------------------------------------------------------------------------------ */
 

@@ -2,9 +2,38 @@
  * with torch.optim.AdamW / torch.optim.SGD in float64 (two param groups, wd only on the first); clipping and the
  * warm-up + cosine schedule against hand values. */
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "kern.h"
 #include "test.h"
 #include "train.h"
+
+/* AdamW/SGD over a large buffer, 3 steps with clipping: fused train_clip_step vs train_clip_grad + train_opt_step,
+ * AVX2 vs scalar path, 1 vs 2 threads: all bitwise equal. */
+static void big_update(const train_opt_cfg *c, bool fused, int scalar, int threads, float *p) {
+    const size_t n = 100003;
+    train_segment sg[3] = {{0, 7, false}, {7, 60000, true}, {60007, n - 60007, true}};
+    float *g = malloc(n * sizeof *g), *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
+    moec_rng r;
+    moec_rng_seed(&r, 3);
+    for (size_t i = 0; i < n; i++) p[i] = moec_rng_normal(&r);
+    int old = kern_force_scalar(scalar), nt = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    for (int t = 1; t <= 3; t++) {
+        for (size_t i = 0; i < n; i++) g[i] = moec_rng_normal(&r) * (t == 2 ? 1e-4f : 0.05f); /* step 2: no clip */
+        if (fused) {
+            train_clip_step(c, 1e-2f, t, 1.0f, true, p, g, m, v, sg, 3, n);
+        } else {
+            train_clip_grad(g, n, 1.0f);
+            train_opt_step(c, 1e-2f, t, p, g, m, v, sg, 3);
+        }
+    }
+    omp_set_num_threads(nt);
+    kern_force_scalar(old);
+    free(g), free(m), free(v);
+}
 
 static const float P0[6] = {0.5f, -1.2f, 2.0f, 0.1f, 1.0f, -0.3f};
 static void grads(float *g, int t) {
@@ -68,5 +97,26 @@ int main(void) {
     T_CHECK(fabs(train_lr_at(109, 10, 110, 1, 0.1f) - 0.1f) < 1e-7, "cosine end");
     T_CHECK(fabs(train_lr_at(500, 10, 110, 1, 0.1f) - 0.1f) < 1e-7, "after the end");
     T_CHECK(train_lr_at(50, 0, 0, 0.3f, 0.3f) == 0.3f, "constant");
+
+    for (int k = 0; k < 2; k++) {
+        train_opt_cfg oc;
+        train_opt_defaults(&oc);
+        if (k) oc.kind = TRAIN_OPT_SGD, oc.momentum = 0.9f;
+        const size_t n = 100003;
+        float *a = malloc(n * 4), *b = malloc(n * 4), *cc = malloc(n * 4), *d = malloc(n * 4);
+        big_update(&oc, false, 0, 1, a);
+        big_update(&oc, true, 0, 1, b);
+        big_update(&oc, true, 1, 1, cc);
+        big_update(&oc, true, 0, 2, d);
+        T_CHECK(!memcmp(a, b, n * 4), "%s: train_clip_step = train_clip_grad + train_opt_step (bits)", k ? "sgd" : "adamw");
+        T_CHECK(!memcmp(b, cc, n * 4), "%s: AVX2 path = scalar path (bits)", k ? "sgd" : "adamw");
+        T_CHECK(!memcmp(b, d, n * 4), "%s: 1 thread = 2 threads (bits)", k ? "sgd" : "adamw");
+        moec_rng r;
+        moec_rng_seed(&r, 3);
+        size_t moved = 0;
+        for (size_t i = 0; i < n; i++) moved += isfinite(b[i]) && b[i] != moec_rng_normal(&r);
+        T_CHECK(moved > n - 10, "%s: the update moved %zu of %zu weights", k ? "sgd" : "adamw", moved, n);
+        free(a), free(b), free(cc), free(d);
+    }
     return t_done("test_train_opt");
 }
