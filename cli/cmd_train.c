@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "data.h"
@@ -36,6 +37,13 @@ typedef struct {
     int64_t step;
     double loss, val, lr;
 } logrow;
+
+static double prof_clock(bool cpu) {
+    if (!cpu) return moec_time();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Reload the rows of an existing CSV with step <= max_step (resume keeps the log consistent). */
 static int csv_load(const char *path, int64_t max_step, logrow **rows, size_t *n) {
@@ -281,7 +289,9 @@ int cmd_train(int argc, char **argv) {
     if (pr.step >= steps && !quiet)
         fprintf(stderr, "moec train: the checkpoint is at step %lld >= --steps %ld: nothing to do\n",
                 (long long)pr.step, steps);
-    double t0 = moec_time(), tok_run = 0;
+    double t0 = moec_time(), tok_run = 0, opt_secs = 0;
+    const char *prof_env = getenv("MOEC_TRAIN_PROFILE"); /* 1: wall time per phase, cpu: process CPU time */
+    s->prof_cpu = prof_env && !strcmp(prof_env, "cpu");
     while (pr.step < steps) {
         float cur_lr = train_lr_at(pr.step, warmup, steps, (float)lr, (float)lr_min);
         if (data_loader_next(&ld, rows_per_step, in, tg, mk) != 0) goto fail;
@@ -294,8 +304,11 @@ int cmd_train(int argc, char **argv) {
             ce_tot += ce;
         }
         /* a batch of fully masked rows teaches nothing: no update, the data still advances */
+        double t_opt = prof_clock(s->prof_cpu);
         double gn = train_clip_step(&oc, cur_lr, pr.step + 1, (float)clip, msum > 0, s->params, s->grads, s->m1, s->m2,
                                     s->seg, s->n_seg, s->n);
+        t_opt = prof_clock(s->prof_cpu) - t_opt;
+        opt_secs += t_opt;
         pr.step++;
         pr.tokens += (uint64_t)nrow;
         pr.data = ld.pos;
@@ -347,6 +360,15 @@ int cmd_train(int argc, char **argv) {
             if (train_save(s, &pr, out) != 0) goto fail;
             write_svg(svg_path, rows, n_rows);
         }
+    }
+    if (prof_env) {
+        static const char *names[TRAIN_PROF_N] = {"forward", "loss", "output bwd", "ffn bwd", "attn matmul bwd",
+                                                  "attn core bwd", "lfa+norm+embd bwd"};
+        double tot = opt_secs;
+        for (int k = 0; k < TRAIN_PROF_N; k++) tot += s->prof[k];
+        fprintf(stderr, "moec train: time per phase (s, %% of %.2f s):", tot);
+        for (int k = 0; k < TRAIN_PROF_N; k++) fprintf(stderr, "  %s %.2f (%.0f%%)", names[k], s->prof[k], 100 * s->prof[k] / tot);
+        fprintf(stderr, "  optimizer %.2f (%.0f%%)\n", opt_secs, 100 * opt_secs / tot);
     }
     rc = 0;
     goto done;

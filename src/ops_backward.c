@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "kern.h"
+#include "ops.h"
+#include "util.h"
 
 /* backward of kern_matmul (y = x·Wᵀ): the blocked fp32 GEMM of kern (deterministic for any thread count) */
 int ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
@@ -61,59 +63,73 @@ void ops_rope_backward(float *dx, int64_t T, int64_t n_heads, int64_t d, int64_t
     }
 }
 
-static float dot_f32(const float *restrict a, const float *restrict b, int64_t n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
+#define ATT_BQ 64 /* query rows per block of the attention backward */
 
-/* backward of ops_attention (pos0 = 0) */
-void ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                            const float *v, const float *probs, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
-                            float scale) {
-    int64_t g = n_head / n_kv, P = n_head * d, Pkv = n_kv * d;
-    memset(dq, 0, (size_t)(T * P) * sizeof(float));
-    memset(dk, 0, (size_t)(T * Pkv) * sizeof(float));
-    memset(dv, 0, (size_t)(T * Pkv) * sizeof(float));
-#pragma omp parallel
+/* backward of ops_attention (pos0 = 0), per kv head and per block I of ATT_BQ query rows over the keys [0, e) it
+ * sees (e = end of the block; probs are 0 above the diagonal, so the masked part contributes exact zeros):
+ *   dPᵀ = V[0:e]·dO_Iᵀ, dS = P ⊙ (dP − Σ_j P dP)·scale, dQ_I = dS·K[0:e], dV[0:e] += P_Iᵀ·dO_I, dK[0:e] += dSᵀ·Q_I,
+ * each a kern_gemm_acc (fixed summation order) on contiguous per-head copies. */
+int ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                           const float *v, const float *probs, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
+                           float scale) {
+    int64_t g = n_head / n_kv, P = n_head * d, Pkv = n_kv * d, BQ = T < ATT_BQ ? T : ATT_BQ;
+    int bad = 0;
+#pragma omp parallel if (n_kv > 1 && T * T * d * g > 65536)
     {
-        /* dp_j = dout_t·v_j, kept per thread (recomputed if the row cannot be allocated: same bits) */
-        float *dpb = malloc((size_t)T * sizeof(float));
-#pragma omp for schedule(static)
+        /* per thread: Kh, dKh, dVh [T, d]; Qi, dOi, dOt, dQi [BQ, d]; dSt [T, BQ] */
+        float *sc = moec_malloc((size_t)(3 * T * d + 4 * BQ * d + T * BQ) * sizeof(float));
+        float *Kh = sc, *dKh = Kh + T * d, *dVh = dKh + T * d, *Qi = dVh + T * d, *dOi = Qi + BQ * d,
+              *dOt = dOi + BQ * d, *dQi = dOt + BQ * d, *dSt = dQi + BQ * d;
+        if (!sc) {
+#pragma omp atomic write
+            bad = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
         for (int64_t kvh = 0; kvh < n_kv; kvh++) {
+            if (!sc) continue;
             int64_t ko = kvh * d;
-            for (int64_t hh = 0; hh < g; hh++) {
+            int err = 0;
+            for (int64_t t = 0; t < T; t++) memcpy(Kh + t * d, k + t * Pkv + ko, (size_t)d * sizeof(float));
+            memset(dKh, 0, (size_t)(2 * T * d) * sizeof(float)); /* dKh and dVh */
+            for (int64_t hh = 0; hh < g && !err; hh++) {
                 int64_t h = kvh * g + hh, qo = h * d;
-                for (int64_t t = 0; t < T; t++) {
-                    const float *p = probs + (h * T + t) * T;
-                    const float *restrict go = dout + t * P + qo;
-                    double sum = 0.0; /* Σ_j p_j dp_j */
-                    for (int64_t j = 0; j <= t; j++) {
-                        float dp = dot_f32(go, v + j * Pkv + ko, d);
-                        if (dpb) dpb[j] = dp;
-                        sum += (double)p[j] * dp;
+                for (int64_t i0 = 0; i0 < T && !err; i0 += BQ) {
+                    int64_t bq = T - i0 < BQ ? T - i0 : BQ, e = i0 + bq;
+                    for (int64_t i = 0; i < bq; i++) {
+                        memcpy(Qi + i * d, q + (i0 + i) * P + qo, (size_t)d * sizeof(float));
+                        memcpy(dOi + i * d, dout + (i0 + i) * P + qo, (size_t)d * sizeof(float));
+                        for (int64_t c = 0; c < d; c++) dOt[c * bq + i] = dOi[i * d + c];
                     }
-                    float *restrict dqt = dq + t * P + qo;
-                    const float *restrict qt = q + t * P + qo;
-                    for (int64_t j = 0; j <= t; j++) {
-                        const float *restrict kj = k + j * Pkv + ko;
-                        float dp = dpb ? dpb[j] : dot_f32(go, v + j * Pkv + ko, d);
-                        float pj = p[j];
-                        float ds = pj * (dp - (float)sum) * scale;
-                        float *restrict dkj = dk + j * Pkv + ko, *restrict dvj = dv + j * Pkv + ko;
-#pragma omp simd
-                        for (int64_t i = 0; i < d; i++) {
-                            dvj[i] += pj * go[i];
-                            dqt[i] += ds * kj[i];
-                            dkj[i] += ds * qt[i];
-                        }
+                    const float *Pi = probs + (h * T + i0) * T; /* rows i0.. of head h, [bq, T] */
+                    memset(dSt, 0, (size_t)(e * bq) * sizeof(float));
+                    err |= kern_gemm_acc(dSt, v + ko, Pkv, 1, dOt, e, bq, d); /* dPᵀ [e, bq] */
+                    for (int64_t i = 0; i < bq; i++) {
+                        const float *pr = Pi + i * T;
+                        double sum = 0.0; /* Σ_j p_j dp_j */
+                        for (int64_t j = 0; j <= i0 + i; j++) sum += (double)pr[j] * dSt[j * bq + i];
+                        float fs = (float)sum;
+                        for (int64_t j = 0; j < e; j++) dSt[j * bq + i] = pr[j] * (dSt[j * bq + i] - fs) * scale;
                     }
+                    memset(dQi, 0, (size_t)(bq * d) * sizeof(float));
+                    err |= kern_gemm_acc(dQi, dSt, 1, bq, Kh, bq, d, e);
+                    for (int64_t i = 0; i < bq; i++) memcpy(dq + (i0 + i) * P + qo, dQi + i * d, (size_t)d * sizeof(float));
+                    err |= kern_gemm_acc(dVh, Pi, 1, T, dOi, e, d, bq);
+                    err |= kern_gemm_acc(dKh, dSt, bq, 1, Qi, e, d, bq);
                 }
             }
+            if (err) {
+#pragma omp atomic write
+                bad = 1;
+                continue;
+            }
+            for (int64_t t = 0; t < T; t++) {
+                memcpy(dk + t * Pkv + ko, dKh + t * d, (size_t)d * sizeof(float));
+                memcpy(dv + t * Pkv + ko, dVh + t * d, (size_t)d * sizeof(float));
+            }
         }
-        free(dpb);
+        moec_free(sc);
     }
+    return bad ? moec_set_error("attention backward: out of memory") : 0;
 }
 
 /* backward of ops_swiglu */
@@ -177,29 +193,51 @@ void ops_topk_softmax_backward(float *dlogits, const int32_t *sel, const float *
     }
 }
 
+/* Cross-entropy of one row with the gradient: dl = scale·mask·(softmax(l) − onehot) through ops_softmax (AVX2 exp);
+ * logsumexp = max − log(p_max) (p_max = 1/Σexp(l − max) >= 1/V: well conditioned). */
+static double ce_row_grad(float *dl, const float *l, int32_t tgt, int64_t V, float c) {
+    float mx = l[0], lt = l[tgt];
+    int64_t imax = 0;
+    for (int64_t i = 1; i < V; i++)
+        if (l[i] > mx) mx = l[i], imax = i;
+    if (dl != l) memcpy(dl, l, (size_t)V * sizeof(float));
+    ops_softmax(dl, V);
+    double lse = (double)mx - log((double)dl[imax]);
+    for (int64_t i = 0; i < V; i++) dl[i] *= c;
+    dl[tgt] -= c;
+    return lse - (double)lt;
+}
+
+/* Cross-entropy of one row without a gradient (exp in double). */
+static double ce_row(const float *l, int32_t tgt, int64_t V) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; i++)
+        if (l[i] > mx) mx = l[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < V; i++) sum += exp((double)(l[i] - mx));
+    return (double)mx + log(sum) - (double)l[tgt];
+}
+
 double ops_cross_entropy(float *dlogits, const float *logits, const int32_t *target, const float *mask, int64_t T,
                          int64_t V, float scale) {
     double total = 0.0;
+    double *ce = malloc((size_t)(T > 0 ? T : 1) * sizeof(double));
+    /* rows in parallel, each row's term stored and summed in order below (same bits for any thread count) */
+#pragma omp parallel for schedule(static) if (ce && T * V > 65536)
     for (int64_t t = 0; t < T; t++) {
         float mk = mask ? mask[t] : 1.0f;
-        const float *l = logits + t * V;
+        double r = 0.0;
         if (mk == 0.0f) {
             if (dlogits) memset(dlogits + t * V, 0, (size_t)V * sizeof(float));
-            continue;
+        } else {
+            r = (double)mk * (dlogits ? ce_row_grad(dlogits + t * V, logits + t * V, target[t], V, scale * mk)
+                                      : ce_row(logits + t * V, target[t], V));
         }
-        float mx = -INFINITY;
-        for (int64_t i = 0; i < V; i++)
-            if (l[i] > mx) mx = l[i];
-        double sum = 0.0;
-        for (int64_t i = 0; i < V; i++) sum += exp((double)(l[i] - mx));
-        double lse = (double)mx + log(sum);
-        total += (double)mk * (lse - (double)l[target[t]]);
-        if (dlogits) {
-            float *dl = dlogits + t * V;
-            float c = scale * mk;
-            for (int64_t i = 0; i < V; i++) dl[i] = c * (float)(exp((double)l[i] - lse));
-            dl[target[t]] -= c;
-        }
+        if (ce) ce[t] = r;
+        else total += r; /* serial fallback (no allocation): the loop above ran on one thread */
     }
+    if (ce)
+        for (int64_t t = 0; t < T; t++) total += ce[t];
+    free(ce);
     return total;
 }

@@ -30,11 +30,11 @@ void ops_rope_backward(float *dx, int64_t T, int64_t n_heads, int64_t d, int64_t
                        const float *cos_t, const float *sin_t);
 
 /* Backward of ops_attention for a sequence starting at position 0 (training): p = probs saved by the forward.
- * dq, dk, dv are OVERWRITTEN. Parallel over kv heads. */
+ * dq, dk, dv are OVERWRITTEN. Parallel over kv heads; blocked GEMMs (kern_gemm_acc). -1 + error on out of memory. */
 // dq, q: [T, n_head·d], dk, dv, k, v: [T, n_kv·d], dout: [T, n_head·d], probs: [n_head, T, T]
-void ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                            const float *v, const float *probs, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
-                            float scale);
+int ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                           const float *v, const float *probs, int64_t T, int64_t n_head, int64_t n_kv, int64_t d,
+                           float scale);
 
 /* Backward of ops_swiglu (out = silu(g)·u): dg (+)= dout·u·silu'(g), du (+)= dout·silu(g). OVERWRITES dg, du. */
 // dg, du, dout, g, u: [N]

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kern.h"
 #include "moe.h"
@@ -207,6 +208,19 @@ static void bwd_layout_for(const model_hparams *hp, int64_t T, bwd_layout *L) {
     L->iorder = t * K + 2 * E + 1;
 }
 
+static double prof_now(const train_state *s) {
+    if (!s->prof_cpu) return moec_time();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void prof_mark(train_state *s, int k, double *tp) {
+    double t = prof_now(s);
+    s->prof[k] += t - *tp;
+    *tp = t;
+}
+
 static float *gptr(const train_state *s, const void *view) { return s->grads + ((const float *)view - s->params); }
 
 train_state *train_new(model *m, int64_t T) {
@@ -389,13 +403,16 @@ int train_seq(train_state *s, const int32_t *in, const int32_t *target, const fl
     for (int64_t t = 0; t < T; t++)
         CHECK(target[t] >= 0 && target[t] < hp->n_vocab, "train: target id %d out of range", (int)target[t]);
     model_seq_reset(s->seq);
+    double tp = prof_now(s);
     TRY(model_forward(m, s->seq, in, T, s->logits, 0, s->acts));
+    prof_mark(s, TRAIN_PROF_FORWARD, &tp);
     int64_t H = hp->n_embd, Hh = H / 2, V = hp->n_vocab, nh = hp->n_head, nkv = hp->n_head_kv, d = hp->head_dim,
             P = nh * d, Pkv = nkv * d, Fd = hp->n_ff;
     double msum = 0.0;
     for (int64_t t = 0; t < T; t++) msum += mask ? mask[t] : 1.0f;
     float aux_w = scale * (float)msum;
     double ce = ops_cross_entropy(s->logits, s->logits, target, mask, T, V, scale);
+    prof_mark(s, TRAIN_PROF_LOSS, &tp);
     if (ce_sum) *ce_sum = ce;
     s->aux_loss = 0.0;
 
@@ -417,6 +434,7 @@ int train_seq(train_state *s, const int32_t *in, const int32_t *target, const fl
     for (int64_t l = hp->n_layer - 1; l >= 0; l--) {
         const model_layer *L = &m->layers[l];
         const model_layer_acts *la = &A->layers[l];
+        if (l == hp->n_layer - 1) prof_mark(s, TRAIN_PROF_OUTPUT, &tp);
         /* ---- FFN: h = h_mid + ffn(rmsnorm(h_mid)) ---- */
         zero(du, (size_t)(T * H));
         if (L->var.ffn == MODEL_FFN_DENSE) {
@@ -430,20 +448,24 @@ int train_seq(train_state *s, const int32_t *in, const int32_t *target, const fl
             TRY(moe_backward(s, l, dh, du, T, &bl, aux_w));
         }
         ops_rmsnorm_backward(dh, gptr(s, L->ffn_norm.data), du, la->h_mid, L->ffn_norm.data, la->rstd_u, T, H);
+        prof_mark(s, TRAIN_PROF_FFN, &tp);
         /* ---- attention: h_mid = h_in + Wo·attn(...) ---- */
         zero(datty, (size_t)(T * P));
         TRY(ops_matmul_backward(datty, gptr(s, L->wo.data), dh, la->atty, L->wo.data, T, P, H));
-        ops_attention_backward(dq, dk, dv, datty, la->q, la->k, la->v, la->att, T, nh, nkv, d, scale_att);
+        prof_mark(s, TRAIN_PROF_ATTN_MM, &tp);
+        TRY(ops_attention_backward(dq, dk, dv, datty, la->q, la->k, la->v, la->att, T, nh, nkv, d, scale_att));
         if (L->var.rope_dims > 0) {
             ops_rope_backward(dq, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
             ops_rope_backward(dk, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
         }
+        prof_mark(s, TRAIN_PROF_ATTN_CORE, &tp);
         zero(dx, (size_t)(T * H));
         TRY(ops_matmul_backward(dx, gptr(s, L->wv.data), dv, la->x, L->wv.data, T, H, Pkv));
         float *dff = L->var.lfa ? df : dx;
         if (L->var.lfa) zero(df, (size_t)(T * H));
         TRY(ops_matmul_backward(dff, gptr(s, L->wq.data), dq, la->f, L->wq.data, T, H, P));
         TRY(ops_matmul_backward(dff, gptr(s, L->wk.data), dk, la->f, L->wk.data, T, H, Pkv));
+        prof_mark(s, TRAIN_PROF_ATTN_MM, &tp);
         if (L->var.lfa) {
             float *dlin = B + bl.dtmp;
             zero(dlin, (size_t)(T * H));
@@ -459,8 +481,10 @@ int train_seq(train_state *s, const int32_t *in, const int32_t *target, const fl
                                       H, Hh));
         }
         ops_rmsnorm_backward(dh, gptr(s, L->attn_norm.data), dx, la->h_in, L->attn_norm.data, la->rstd_x, T, H);
+        prof_mark(s, TRAIN_PROF_LFA, &tp);
     }
     ops_embed_backward(gptr(s, m->tok_embd.data), dh, in, T, H);
+    prof_mark(s, TRAIN_PROF_LFA, &tp);
     return 0;
 fail:
     return -1;

@@ -67,6 +67,18 @@ typedef struct {
     float aux_z;   /* router z-loss coefficient (0 = off): β·mean_t logsumexp(router logits)² */
 } train_aux_cfg;
 
+/* Wall time of train_seq's phases (seconds, summed over calls; diagnostics for moec train MOEC_TRAIN_PROFILE=1). */
+enum {
+    TRAIN_PROF_FORWARD,   /* model_forward with activations */
+    TRAIN_PROF_LOSS,      /* cross-entropy and its gradient */
+    TRAIN_PROF_OUTPUT,    /* output head and final norm backward */
+    TRAIN_PROF_FFN,       /* FFN / MoE backward (experts, routers, norm) */
+    TRAIN_PROF_ATTN_MM,   /* Wo, Wq, Wk, Wv backward */
+    TRAIN_PROF_ATTN_CORE, /* softmax attention and RoPE backward */
+    TRAIN_PROF_LFA,       /* LFA, input norm, embedding backward */
+    TRAIN_PROF_N
+};
+
 typedef struct {
     model *m;                 /* model_create'd; views into params */
     float *params, *grads, *m1, *m2; /* flat [n] */
@@ -78,6 +90,8 @@ typedef struct {
     double aux_loss;          /* aux losses (already weighted) of the last train_seq */
     /* per-layer expert load: tokens routed to each expert since train_load_reset, [L·E] */
     double *expert_load;
+    double prof[TRAIN_PROF_N]; /* see TRAIN_PROF_* */
+    bool prof_cpu;             /* prof counts process CPU time instead of wall time */
     /* internal */
     model_acts *acts;
     seq_state *seq;

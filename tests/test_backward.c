@@ -1,6 +1,8 @@
 /* ops_backward: every backward op against central finite differences of the real forward op (loss = Σ r·out with
  * random r), on tiny shapes; plus bitwise determinism across thread counts. */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -84,6 +86,66 @@ static void f_topk(float *out) {
 }
 static void f_ce(float *out) { out[0] = (float)ops_cross_entropy(NULL, X, TGT, MASK, T_, V_, 1.0f); }
 static void f_embed(float *out) { ops_embed(out, IDS, T_, W, GGML_F32, C_); }
+
+/* Attention backward on a longer sequence (several query blocks, a partial last one) against the textbook formulas
+ * in double: dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P⊙(dP − rowsum(P⊙dP))·scale, dQ = dS·K, dK = dSᵀ·Q (GQA 4 over 2 heads). */
+static void attention_long(void) {
+    enum { TL = 150, NHL = 4, NKL = 2, DL = 16 };
+    const int64_t P = NHL * DL, Pk = NKL * DL, g = NHL / NKL;
+    float *q = malloc(sizeof(float) * TL * P), *k = malloc(sizeof(float) * TL * Pk), *v = malloc(sizeof(float) * TL * Pk),
+          *go = malloc(sizeof(float) * TL * P), *out = malloc(sizeof(float) * TL * P),
+          *pr = malloc(sizeof(float) * NHL * TL * TL), *scr = malloc(sizeof(float) * 4 * TL * 64),
+          *dq = malloc(sizeof(float) * TL * P), *dk = malloc(sizeof(float) * TL * Pk), *dv = malloc(sizeof(float) * TL * Pk);
+    double *rq = calloc(TL * P, sizeof(double)), *rk = calloc(TL * Pk, sizeof(double)), *rv = calloc(TL * Pk, sizeof(double));
+    fill(q, TL * P, 1), fill(k, TL * Pk, 1), fill(v, TL * Pk, 1), fill(go, TL * P, 1);
+    const float sc = 0.25f;
+    ops_attention(out, pr, q, k, v, Pk, 0, TL, NHL, NKL, DL, sc, scr, 1);
+    T_CHECK(ops_attention_backward(dq, dk, dv, go, q, k, v, pr, TL, NHL, NKL, DL, sc) == 0, "long attention backward");
+    for (int64_t h = 0; h < NHL; h++) {
+        int64_t ko = (h / g) * DL, qo = h * DL;
+        for (int64_t t = 0; t < TL; t++) {
+            const float *p = pr + (h * TL + t) * TL;
+            double dp[TL], sum = 0;
+            for (int64_t j = 0; j <= t; j++) {
+                dp[j] = 0;
+                for (int64_t c = 0; c < DL; c++) dp[j] += (double)go[t * P + qo + c] * v[j * Pk + ko + c];
+                sum += p[j] * dp[j];
+            }
+            for (int64_t j = 0; j <= t; j++) {
+                double ds = p[j] * (dp[j] - sum) * sc;
+                for (int64_t c = 0; c < DL; c++) {
+                    rv[j * Pk + ko + c] += p[j] * (double)go[t * P + qo + c];
+                    rq[t * P + qo + c] += ds * k[j * Pk + ko + c];
+                    rk[j * Pk + ko + c] += ds * q[t * P + qo + c];
+                }
+            }
+        }
+    }
+    double e[3] = {0, 0, 0}, m[3] = {0, 0, 0};
+    for (int64_t i = 0; i < TL * P; i++) e[0] = fmax(e[0], fabs(dq[i] - rq[i])), m[0] = fmax(m[0], fabs(rq[i]));
+    for (int64_t i = 0; i < TL * Pk; i++) {
+        e[1] = fmax(e[1], fabs(dk[i] - rk[i])), m[1] = fmax(m[1], fabs(rk[i]));
+        e[2] = fmax(e[2], fabs(dv[i] - rv[i])), m[2] = fmax(m[2], fabs(rv[i]));
+    }
+    for (int i = 0; i < 3; i++)
+        T_CHECK(m[i] > 0.1 && e[i] < 2e-5 * m[i], "long attention d%c: max error %.3g of max %.3g", "qkv"[i], e[i], m[i]);
+#ifdef _OPENMP
+    {
+        float *dq2 = malloc(sizeof(float) * TL * P), *dk2 = malloc(sizeof(float) * TL * Pk),
+              *dv2 = malloc(sizeof(float) * TL * Pk);
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(nt > 1 ? 1 : 2);
+        ops_attention_backward(dq2, dk2, dv2, go, q, k, v, pr, TL, NHL, NKL, DL, sc);
+        omp_set_num_threads(nt);
+        T_CHECK(!memcmp(dq, dq2, sizeof(float) * TL * P) && !memcmp(dk, dk2, sizeof(float) * TL * Pk) &&
+                    !memcmp(dv, dv2, sizeof(float) * TL * Pk),
+                "long attention backward bitwise equal across thread counts");
+        free(dq2), free(dk2), free(dv2);
+    }
+#endif
+    free(q), free(k), free(v), free(go), free(out), free(pr), free(scr), free(dq), free(dk), free(dv);
+    free(rq), free(rk), free(rv);
+}
 
 int main(void) {
     moec_rng_seed(&rng, 1234);
@@ -181,5 +243,6 @@ int main(void) {
     memset(dw, 0, sizeof dw);
     ops_embed_backward(dw, r, IDS, T_, C_);
     fd_check("embedding", W, V_ * C_, dw, f_embed, out, r, T_ * C_, 1e-2f);
+    attention_long();
     return t_done("test_backward");
 }
