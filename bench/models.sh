@@ -5,6 +5,9 @@
 # env: BENCH_THREADS="1 2"  BENCH_P=512  BENCH_N=128  BENCH_MODELS="file.gguf ..." (default: the made ones)
 #      BENCH_REPS=1 (repetitions per measurement; the best time of each phase is kept)
 #      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
+#      BENCH_BASE=path/to/other/moec (optional: a second moec binary, e.g. an older build, measured in the same run
+#      right after the first, as engine "moec-base": before/after ratios under the same machine load)
+#      OMP_WAIT_POLICY / GOMP_SPINCOUNT are passed to moec as set (recorded in the results; unset = libgomp's default)
 # usage: bench/models.sh [BUILD]   (called from bench/run.sh)
 set -u
 main() {  # (the whole script is one function so that editing this file during a run cannot break the run)
@@ -23,6 +26,9 @@ mkdir -p "$OUT" "$BUILD/bench"
 cp "$MOEC" "$BUILD/bench/moec" || { echo "models: no moec binary at $MOEC"; exit 1; }
 MOEC_ORIG=$MOEC
 MOEC=$BUILD/bench/moec
+BASE=${BENCH_BASE:-}
+if [ -n "$BASE" ]; then cp "$BASE" "$BUILD/bench/moec-base" || { echo "models: no moec binary at $BASE"; exit 1; }
+    BASE=$BUILD/bench/moec-base; fi
 RES="$OUT/results.jsonl"
 : >"$RES.tmp"
 meta() { printf '%s\n' "$1" >>"$RES.tmp"; }
@@ -34,7 +40,7 @@ MODELS=${BENCH_MODELS:-$(ls "$OUT"/moe-llama-f16.gguf "$OUT"/moe-llama-q8_0.gguf
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)
 cpu=$(grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //; s/"/'"'"'/g')
-meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS}"
+meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS,\"omp_wait_policy\":\"${OMP_WAIT_POLICY:-default}\",\"gomp_spincount\":\"${GOMP_SPINCOUNT:-default}\",\"base\":\"${BENCH_BASE:-}\"}"
 
 # read bandwidth, before and after the runs (report.py uses the best: interference only lowers it)
 bw() {
@@ -59,6 +65,13 @@ for m in $MODELS; do
         rc=$?
         if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
         else meta "{\"kind\":\"run\",\"engine\":\"moec\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
+        if [ -n "$BASE" ]; then
+            echo "models: moec-base bench $m -t $t -p $P -n $N" >&2
+            line=$(timeout "$TMO" "$BASE" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" --json 2>"$OUT/err.txt")
+            rc=$?
+            if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/; s/\"engine\":\"moec\"/\"engine\":\"moec-base\"/")"
+            else meta "{\"kind\":\"run\",\"engine\":\"moec-base\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
+        fi
         if [ $peer -eq 1 ] && [ "$arch" = llama ]; then
             echo "models: llama.cpp $m -t $t -p $P -n $N" >&2
             line=$(UV_THREADPOOL_SIZE=1 timeout "$TMO" node bench/llamacpp.mjs "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" 2>"$OUT/err.txt")

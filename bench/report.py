@@ -18,6 +18,7 @@ runs = [r for r in rows if r.get("kind") == "run"]
 def f(x, d=2):
     return "—" if x is None else f"{x:.{d}f}"
 
+ENGINES = ("moec", "moec-base", "llama.cpp")
 # index: (model, threads) -> {engine: run}
 groups = {}
 for r in runs:
@@ -31,6 +32,9 @@ out.append(f"# moec benchmark results\n")
 out.append(f"- date {meta.get('date', '?')}, commit {meta.get('commit', '?')}{' (+ uncommitted changes)' if meta.get('dirty') else ''}")
 out.append(f"- CPU: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores; load average at start {meta.get('load_start', '?')}, "
            f"at end {end.get('load_end', '?')} (a load above 0 means other jobs shared the cores: numbers are noisy)")
+out.append(f"- OpenMP wait policy of moec: OMP_WAIT_POLICY={meta.get('omp_wait_policy', 'default')}, "
+           f"GOMP_SPINCOUNT={meta.get('gomp_spincount', 'default')}" +
+           (f"; engine moec-base = `{meta['base']}` (another moec build, measured right after moec)" if meta.get("base") else ""))
 out.append(f"- prompt {meta.get('n_prompt')} tokens in one batch (pp), then {meta.get('n_gen')} greedy decode steps (tg), "
            f"best of {meta.get('reps', 1)} repetition(s); "
            "moec: `moec bench` (model_forward time only); llama.cpp: node-llama-cpp's prebuilt llama.cpp, its own "
@@ -55,7 +59,7 @@ for m in models:
             k = 0
             while k < min(len(a), len(b)) and a[k] == b[k]: k += 1
             agree = f"{k}/{min(len(a), len(b))}"
-        for eng in ("moec", "llama.cpp"):
+        for eng in ENGINES:
             r = g.get(eng)
             if not r: continue
             name = os.path.basename(m)
@@ -63,7 +67,7 @@ for m in models:
                 out.append(f"| {name} | {t} | {eng} | error: {r['error'][:80]} | | | | | | | | | |")
                 continue
             ratio_pp = ratio_tg = None
-            if eng == "moec" and ll and not ll.get("error"):
+            if eng != "llama.cpp" and ll and not ll.get("error"):
                 ratio_pp, ratio_tg = r["pp_tps"] / ll["pp_tps"], r["tg_tps"] / ll["tg_tps"]
             frac = r["tg_tps"] / bound * 100 if bound else None
             gf = r["pp_tps"] * fl / 1e9 if fl else None
@@ -85,9 +89,10 @@ for m in models:
         g = groups[(m, t)]
         bars.append((f"{os.path.basename(m).replace('.gguf', '')} t={t}",
                      {e: r for e, r in g.items() if not r.get("error")}))
-colors = {"moec": "#1f77b4", "llama.cpp": "#ff7f0e"}
+colors = {"moec": "#1f77b4", "moec-base": "#9ecae1", "llama.cpp": "#ff7f0e"}
+colors = {e: c for e, c in colors.items() if any(e in g for _, g in bars)}
 W, bh, gap, left, right = 900, 14, 10, 230, 80
-panel_h = len(bars) * (2 * bh + gap) + 40
+panel_h = len(bars) * (len(colors) * bh + gap) + 40
 H = 2 * panel_h + 60
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
@@ -101,7 +106,7 @@ for pi, (key, title) in enumerate((("pp_tps", f"prompt processing ({meta.get('n_
     y = y0 + 26
     for label, g in bars:
         svg.append(f'<text x="{left - 6}" y="{y + bh + 4}" text-anchor="end">{escape(label)}</text>')
-        for eng in ("moec", "llama.cpp"):
+        for eng in colors:
             r = g.get(eng)
             if r:
                 w = max(1.0, (W - left - right) * r[key] / vmax)
@@ -110,7 +115,8 @@ for pi, (key, title) in enumerate((("pp_tps", f"prompt processing ({meta.get('n_
             y += bh
         y += gap
 for i, (eng, c) in enumerate(colors.items()):
-    svg.append(f'<rect x="{W - 200 + i * 100}" y="{H - 18}" width="12" height="12" fill="{c}"/>'
-               f'<text x="{W - 184 + i * 100}" y="{H - 7}">{eng}</text>')
+    x0 = W - 100 * len(colors) + i * 100
+    svg.append(f'<rect x="{x0}" y="{H - 18}" width="12" height="12" fill="{c}"/>'
+               f'<text x="{x0 + 16}" y="{H - 7}">{eng}</text>')
 svg.append("</svg>")
 open(svg_path, "w").write("\n".join(svg) + "\n")
