@@ -15,6 +15,7 @@
  * Threads: one OpenMP parallel region per call, only when the call has enough work to pay for it. */
 #include "kern.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -66,27 +67,40 @@ static int type_is_quant(ggml_type t) {
     return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
 }
 
-/* Is the AVX2 path enabled? (CPU support, and not forced off with MOEC_KERN=scalar) */
-static int use_simd(void) {
+/* The path of this process: 1 = AVX2, 0 = scalar. The CPU's features and MOEC_KERN are read once, at the first call
+ * (CPUID traps to the hypervisor in a VM and costs ~20 us, far more than a small matmul; getenv on every call showed in
+ * profiles). 0 = not probed yet, 1 = scalar, 2 = AVX2; racing first calls compute and store the same value. */
+static int probe_simd(void) {
 #if KERN_X86 && defined(__GNUC__)
-    const char *e = getenv("MOEC_KERN");
-    if (e && strcmp(e, "scalar") == 0) return 0;
-    /* The CPU's features never change: probe once. (CPUID traps to the hypervisor in a VM and costs ~20 us, far
-     * more than a small matmul.) 0 = not probed yet, 1 = no, 2 = yes; racing first calls store the same value. */
-    static _Atomic int cpu_ok;
-    int v = cpu_ok;
+    static _Atomic int state;
+    int v = state;
     if (v == 0) {
-        __builtin_cpu_init();
-        unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
-        int yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+        const char *e = getenv("MOEC_KERN");
+        int yes = 0;
+        if (!(e && strcmp(e, "scalar") == 0)) {
+            __builtin_cpu_init();
+            unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
+            yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
                   (c & (1u << 29));
+        }
         v = yes ? 2 : 1;
-        cpu_ok = v;
+        state = v;
     }
     return v == 2;
 #else
     return 0;
 #endif
+}
+
+static _Thread_local int tl_force_scalar; /* kern_force_scalar (test hook), per calling thread */
+
+/* Is the AVX2 path enabled for a call made on this thread? */
+static int use_simd(void) { return !tl_force_scalar && probe_simd(); }
+
+int kern_force_scalar(int on) {
+    int old = tl_force_scalar;
+    tl_force_scalar = on != 0;
+    return old;
 }
 
 const char *kern_path(void) { return use_simd() ? "avx2" : "scalar"; }
@@ -113,9 +127,21 @@ int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n) {
 /* ---------------------------------------------------------------------------------------------- */
 /* activation quantization                                                                        */
 
-/* x[n] (n % 32 == 0) -> n/32 kq8 blocks: d = amax/127, q = round(x/d). */
-void kern_quantize_act(void *dst, const float *x, int64_t n) {
-    kq8 *b = dst;
+/* Round to nearest, ties to even, for |v| < 2^22 (adding and subtracting 1.5*2^23 leaves the integer part; float
+ * arithmetic in float precision, FLT_EVAL_METHOD 0, default rounding mode). NaN stays NaN. */
+static inline float round_even(float v) {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    if (!(fabsf(v) < 4194304.0f)) return v; /* large, inf or NaN: left to the clamp */
+    float r = v + 12582912.0f;
+    return r - 12582912.0f;
+#else
+    return nearbyintf(v);
+#endif
+}
+
+/* x[n] (n % 32 == 0) -> n/32 kq8 blocks: d = amax/127, id = 1/d (0 when d = 0), q = clamp(round_even(x*id), ±127)
+ * with NaN -> 0 (NaN inputs are ignored by amax). The AVX2 version gives the same bytes. */
+static void quantize_act_scalar(kq8 *b, const float *x, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++, x += 32) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) {
@@ -125,8 +151,10 @@ void kern_quantize_act(void *dst, const float *x, int64_t n) {
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         int s0 = 0, s1 = 0;
         for (int j = 0; j < 32; j++) {
-            float v = roundf(x[j] * id);
-            if (!(v >= -127.0f)) v = v > 0 ? 127.0f : (v < 0 ? -127.0f : 0.0f);
+            float p = x[j] * id;
+            float v = round_even(p);
+            if (v != v) v = 0.0f;
+            if (v < -127.0f) v = -127.0f;
             if (v > 127.0f) v = 127.0f;
             b[i].q[j] = (int8_t)v;
             if (j < 16) s0 += (int)v;
@@ -138,6 +166,58 @@ void kern_quantize_act(void *dst, const float *x, int64_t n) {
         b[i].s[1] = (int16_t)s1;
     }
 }
+
+#if KERN_X86 && defined(__GNUC__)
+__attribute__((target("avx2,fma,f16c"))) static void quantize_act_avx2(kq8 *b, const float *x, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m256 v[4];
+        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+        /* max(a, m) returns m when a is NaN: NaN inputs are ignored, as in the scalar loop */
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) m = _mm256_max_ps(_mm256_andnot_ps(sign, v[k]), m);
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 p = _mm256_round_ps(_mm256_mul_ps(v[k], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            p = _mm256_and_ps(p, _mm256_cmp_ps(p, p, _CMP_ORD_Q)); /* NaN -> 0 */
+            p = _mm256_min_ps(_mm256_max_ps(p, lo), hi);
+            q[k] = _mm256_cvtps_epi32(p);
+        }
+        __m256i s01 = _mm256_add_epi32(q[0], q[1]), s23 = _mm256_add_epi32(q[2], q[3]);
+        __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)b[i].q, _mm256_permutevar8x32_epi32(q8, perm));
+        /* the two half sums: 8 lanes each, exact in int32 */
+        __m256i hs = _mm256_hadd_epi32(s01, s23); /* [s01 pairs lo, s23 pairs lo, s01 pairs hi, s23 pairs hi] */
+        hs = _mm256_hadd_epi32(hs, hs);
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(hs), _mm256_extracti128_si256(hs, 1));
+        int s0 = _mm_cvtsi128_si32(h), s1 = _mm_extract_epi32(h, 1);
+        b[i].d = d;
+        b[i].ds = d * (float)(s0 + s1);
+        b[i].s[0] = (int16_t)s0;
+        b[i].s[1] = (int16_t)s1;
+    }
+}
+#endif
+
+static void quantize_act(int simd, kq8 *dst, const float *x, int64_t n) {
+#if KERN_X86 && defined(__GNUC__)
+    if (simd) {
+        quantize_act_avx2(dst, x, n);
+        return;
+    }
+#endif
+    (void)simd;
+    quantize_act_scalar(dst, x, n);
+}
+
+void kern_quantize_act(void *dst, const float *x, int64_t n) { quantize_act(use_simd(), dst, x, n); }
 
 size_t kern_act_bytes(int64_t n) { return (size_t)(n / 32) * sizeof(kq8); }
 
@@ -283,7 +363,8 @@ AVX2 static inline __m256 load8_bf16(const uint8_t *p) {
 }
 AVX2 static inline float f16s(const uint8_t *p) { return _cvtsh_ss(ld16(p)); }
 
-AVX2 static float dot_f_avx2(const void *w, ggml_type t, const float *x, int64_t n) {
+AVX2 static inline __attribute__((always_inline)) float dot_f_avx2(const void *w, ggml_type t, const float *x,
+                                                                   int64_t n) {
     const uint8_t *p = w;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -518,36 +599,109 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
     for (int i = 0; i < NT; i++) out[i] = hsum8(_mm256_add_ps(acc[i], acc2[i])) - corr[i];
 }
 
-AVX2 static void dot_q_avx2(float *out, const void *w, ggml_type t, const kq8 *const *a, int nt, int64_t nb32) {
-    switch (nt) {
-    case 4: dot_q_avx2_body(out, w, t, a, 4, nb32); break;
-    case 3: dot_q_avx2_body(out, w, t, a, 3, nb32); break;
-    case 2: dot_q_avx2_body(out, w, t, a, 2, nb32); break;
-    default: dot_q_avx2_body(out, w, t, a, 1, nb32); break;
+/* Rows [o0, o1) of W (row stride rb) dotted with NT token rows: y[i*ldy + o] = (or +=) the dot of row o, token i. */
+AVX2 static inline __attribute__((always_inline)) void dot_q_rows_body(float *y, int64_t ldy, int accu, const uint8_t *w,
+                                                                        size_t rb, ggml_type t, const kq8 *const *a,
+                                                                        int NT, int64_t o0, int64_t o1, int64_t nb32) {
+    for (int64_t o = o0; o < o1; o++) {
+        float r[4];
+        dot_q_avx2_body(r, w + (size_t)o * rb, t, a, NT, nb32);
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < NT; i++) {
+            if (accu) y[i * ldy + o] += r[i];
+            else y[i * ldy + o] = r[i];
+        }
     }
 }
+
+/* one copy per (type, token count): the type tests and the token loop fold away */
+#define DQ_NT(TYPE)                                                                                                    \
+    switch (nt) {                                                                                                      \
+    case 4: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 4, o0, o1, nb32); break;                                    \
+    case 3: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 3, o0, o1, nb32); break;                                    \
+    case 2: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 2, o0, o1, nb32); break;                                    \
+    default: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 1, o0, o1, nb32); break;                                   \
+    }
+AVX2 static void dot_q_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
+                                 const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
+    switch (t) {
+    case GGML_Q8_0: DQ_NT(GGML_Q8_0); break;
+    case GGML_Q4_0: DQ_NT(GGML_Q4_0); break;
+    case GGML_Q4_1: DQ_NT(GGML_Q4_1); break;
+    case GGML_Q4_K: DQ_NT(GGML_Q4_K); break;
+    default: DQ_NT(GGML_Q6_K); break;
+    }
+}
+#undef DQ_NT
 #endif
 
 /* ---------------------------------------------------------------------------------------------- */
 /* dispatch                                                                                       */
 
-static float dot_f(int simd, const void *w, ggml_type t, const float *x, int64_t n) {
-#if KERN_X86 && defined(__GNUC__)
-    if (simd) return dot_f_avx2(w, t, x, n);
-#endif
-    (void)simd;
-    return dot_f_scalar(w, t, x, n);
+/* Rows [o0, o1) of a float W (row stride rb) x tokens [t0, t1) of x (row stride ldx): y[t*ldy + o] (+)= dot. */
+static void dot_f_rows_scalar(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
+                              const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1) {
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t tt = t0; tt < t1; tt++) {
+            float r = dot_f_scalar(w + (size_t)o * rb, t, x + tt * ldx, n);
+            if (accu) y[tt * ldy + o] += r;
+            else y[tt * ldy + o] = r;
+        }
 }
-
-static void dot_q(int simd, float *out, const void *w, ggml_type t, const kq8 *const *a, int nt, int64_t nb32) {
+#if KERN_X86 && defined(__GNUC__)
+AVX2 static inline __attribute__((always_inline)) void dot_f_rows_body(float *y, int64_t ldy, int accu,
+                                                                        const uint8_t *w, size_t rb, ggml_type t,
+                                                                        const float *x, int64_t ldx, int64_t n,
+                                                                        int64_t o0, int64_t o1, int64_t t0,
+                                                                        int64_t t1) {
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t tt = t0; tt < t1; tt++) {
+            float r = dot_f_avx2(w + (size_t)o * rb, t, x + tt * ldx, n);
+            if (accu) y[tt * ldy + o] += r;
+            else y[tt * ldy + o] = r;
+        }
+}
+AVX2 static void dot_f_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
+                                 const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0,
+                                 int64_t t1) {
+    switch (t) {
+    case GGML_F32: dot_f_rows_body(y, ldy, accu, w, rb, GGML_F32, x, ldx, n, o0, o1, t0, t1); break;
+    case GGML_F16: dot_f_rows_body(y, ldy, accu, w, rb, GGML_F16, x, ldx, n, o0, o1, t0, t1); break;
+    default: dot_f_rows_body(y, ldy, accu, w, rb, GGML_BF16, x, ldx, n, o0, o1, t0, t1); break;
+    }
+}
+#endif
+static void dot_f_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
+                       const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1) {
 #if KERN_X86 && defined(__GNUC__)
     if (simd) {
-        dot_q_avx2(out, w, t, a, nt, nb32);
+        dot_f_rows_avx2(y, ldy, accu, w, rb, t, x, ldx, n, o0, o1, t0, t1);
         return;
     }
 #endif
     (void)simd;
-    dot_q_scalar(out, w, t, a, nt, nb32);
+    dot_f_rows_scalar(y, ldy, accu, w, rb, t, x, ldx, n, o0, o1, t0, t1);
+}
+
+/* Rows [o0, o1) of a quantized W (row stride rb) with nt (<= 4) quantized token rows a[i]:
+ * y[i*ldy + o] = (accu: +=) dot(W row o, token i). */
+static void dot_q_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
+                       const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
+#if KERN_X86 && defined(__GNUC__)
+    if (simd) {
+        dot_q_rows_avx2(y, ldy, accu, w, rb, t, a, nt, o0, o1, nb32);
+        return;
+    }
+#endif
+    (void)simd;
+    for (int64_t o = o0; o < o1; o++) {
+        float r[4];
+        dot_q_scalar(r, w + (size_t)o * rb, t, a, nt, nb32);
+        for (int i = 0; i < nt; i++) {
+            if (accu) y[i * ldy + o] += r[i];
+            else y[i * ldy + o] = r[i];
+        }
+    }
 }
 
 static void tile_f32(int simd, float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
@@ -684,11 +838,6 @@ typedef struct {
     kq8 *q;
 } mact;
 
-static inline void store_y(float *y, float v, int accumulate) {
-    if (accumulate) *y += v;
-    else *y = v;
-}
-
 /* Rows [o0, o1) x tokens [t0, t1) of one job. */
 static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t0, int64_t t1, float *panel,
                       float *acct) {
@@ -702,17 +851,10 @@ static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t
             int nt = t1 - tt < 4 ? (int)(t1 - tt) : 4;
             const kq8 *a[4];
             for (int i = 0; i < nt; i++) a[i] = m->xq + (tt + i) * nb32;
-            for (int64_t o = o0; o < o1; o++) {
-                float r[4];
-                dot_q(simd, r, wb + (size_t)o * m->rb, t, a, nt, nb32);
-                for (int i = 0; i < nt; i++) store_y(j->y + (tt + i) * m->ldy + o, r[i], accu);
-            }
+            dot_q_rows(simd, j->y + tt * m->ldy, m->ldy, accu, wb, m->rb, t, a, nt, o0, o1, nb32);
         }
     } else if (j->T < 3) {
-        for (int64_t o = o0; o < o1; o++)
-            for (int64_t tt = t0; tt < t1; tt++)
-                store_y(j->y + tt * m->ldy + o, dot_f(simd, wb + (size_t)o * m->rb, t, j->x + tt * m->ldx, j->n_in),
-                        accu);
+        dot_f_rows(simd, j->y, m->ldy, accu, wb, m->rb, t, j->x, m->ldx, j->n_in, o0, o1, t0, t1);
     } else {
         for (int64_t tb = t0; tb < t1; tb += KB_TOK)
             for (int64_t ob = o0; ob < o1; ob += KB_ROWS)
@@ -838,7 +980,7 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
     if (!act_in_region)
         for (int k = 0; k < na; k++)
             for (int64_t t = 0; t < ma[k].T; t++)
-                kern_quantize_act(ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
+                quantize_act(simd, ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
     if (!par) {
         float *panel = need_panel ? scratch(KS_PANEL, (size_t)KB_ROWS * KB_K * sizeof(float)) : NULL;
         float *acct = need_acc ? scratch(KS_ACC, (size_t)KB_ROWS * KB_TOK * sizeof(float)) : NULL;
@@ -855,7 +997,7 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
                 int k = 0;
                 while (k + 1 < na && ma[k + 1].row0 <= r) k++;
                 int64_t t = r - ma[k].row0;
-                kern_quantize_act(ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
+                quantize_act(simd, ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
             }
         }
         float *panel = need_panel ? scratch(KS_PANEL, (size_t)KB_ROWS * KB_K * sizeof(float)) : NULL;
@@ -947,7 +1089,8 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
 #pragma omp parallel if (par)
     {
         /* B panel [kc x nc] packed as nc/16 strips of [kc x 16] (the column tail stays in place) */
-        float *pk = moec_malloc((size_t)GN_KC * (GN_NB + GN_MB + 6) * sizeof(float)), *pa = pk + (size_t)GN_KC * GN_NB;
+        float *pk = scratch(KS_GEMM, (size_t)GN_KC * (GN_NB + GN_MB + 6) * sizeof(float));
+        float *pa = pk ? pk + (size_t)GN_KC * GN_NB : NULL;
         if (!pk) {
 #pragma omp atomic write
             bad = 1;
@@ -995,7 +1138,6 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
                 }
             }
         }
-        moec_free(pk);
     }
     return bad ? moec_set_error("kern_gemm_acc: out of memory") : 0;
 }

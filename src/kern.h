@@ -11,7 +11,8 @@
 /* y[T, n_out] = x[T, n_in] · Wᵀ, W: [n_out, n_in] of type wtype. y is overwritten.
  * Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K (n_in a multiple of the block size). For quantized W the
  * activations are quantized to 8 bits per 32-block first (as ggml does). Threaded with OpenMP when the call is big
- * enough; env MOEC_KERN=scalar forces the portable path. Returns -1 (error set) for an unsupported type/shape. */
+ * enough; env MOEC_KERN=scalar forces the portable path (read once, at the first call). Returns -1 (error set) for an
+ * unsupported type/shape. Results do not depend on the thread count. */
 int kern_matmul(float *y, const float *x, const void *w, ggml_type wtype, int64_t T, int64_t n_in, int64_t n_out);
 
 /* One matmul of kern_matmul_multi: y[T, n_out] (=|+=) x[T, n_in] · Wᵀ, W: [n_out, n_in] of type wtype.
@@ -56,12 +57,17 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
 int kern_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
                          int64_t n_in, int64_t n_out);
 
-/* "avx2" or "scalar": the path kern_matmul takes on this CPU with the current environment. */
+/* "avx2" or "scalar": the path kern_matmul takes on this CPU (MOEC_KERN and the CPU are probed once per process) for
+ * a call made on this thread. */
 const char *kern_path(void);
+/* Test hook: on != 0 makes kern calls made on the calling thread take the portable scalar path (as MOEC_KERN=scalar
+ * would for the whole process); on = 0 restores the default. Returns the previous setting. */
+int kern_force_scalar(int on);
 
 /* Activation quantization used by kern_matmul (exposed for tests/bench): x[n] (n % 32 == 0) -> kern_act_bytes(n)
- * bytes of blocks {f32 d; f32 ds; i16 s[2]; i8 q[32]} with d = amax/127, q = round(x/d), s[h] = sum of
- * q[16h..16h+15], ds = d*(s[0]+s[1]). */
+ * bytes of blocks {f32 d; f32 ds; i16 s[2]; i8 q[32]} with d = amax/127 (NaN ignored), id = 1/d (0 if d = 0),
+ * q = x*id (fp32 product) rounded to nearest with ties to even, clamped to [-127, 127], NaN -> 0; s[h] = sum of
+ * q[16h..16h+15], ds = d*(s[0]+s[1]). Both paths give the same bytes. */
 void kern_quantize_act(void *dst, const float *x, int64_t n);
 size_t kern_act_bytes(int64_t n);
 

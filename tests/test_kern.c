@@ -76,10 +76,10 @@ static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int 
     }
     float *amax = calloc((size_t)(T * (n_in / 32) + 1), sizeof(float));
     for (int64_t i = 0; quant && i < T * n_in; i++) amax[i / 32] = fmaxf(amax[i / 32], fabsf(x[i]));
-    if (scalar) setenv("MOEC_KERN", "scalar", 1);
-    else unsetenv("MOEC_KERN");
+    if (scalar) kern_force_scalar(1);
+    else kern_force_scalar(0);
     int rc = kern_matmul(y, x, w, t, T, n_in, n_out);
-    unsetenv("MOEC_KERN");
+    kern_force_scalar(0);
     T_CHECK(rc == 0, "kern_matmul %s: %s", ggml_type_name(t), moec_last_error());
     int bad = 0;
     double worst = 0;
@@ -118,7 +118,66 @@ static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int 
     free(amax);
 }
 
-int main(void) {
+/* Activation quantization, both paths: the same bytes, and the documented rule checked in double precision. */
+static void check_quantize_act(moec_rng *r) {
+    enum { NB = 64, N = NB * 32 };
+    float *x = malloc(sizeof(float) * N);
+    for (int b = 0; b < NB; b++) {
+        float *xb = x + 32 * b;
+        float scale = b < 8 ? 1.0f : b < 16 ? 1e-30f : b < 24 ? 1e30f : (float)(1 + b);
+        for (int j = 0; j < 32; j++) xb[j] = moec_rng_normal(r) * scale;
+        switch (b % 8) {
+        case 0: /* ties: amax 127 -> d = 1, id = 1, x = k + 0.5 exactly */
+            for (int j = 0; j < 32; j++) xb[j] = (float)(j - 16) + 0.5f;
+            xb[5] = 127.0f;
+            break;
+        case 1: for (int j = 0; j < 32; j++) xb[j] = 0.0f; break;  /* amax 0 */
+        case 2: xb[3] = NAN; xb[20] = -NAN; break;                   /* NaN ignored, -> 0 */
+        case 3: xb[7] = INFINITY; break;                              /* d = inf, id = 0 */
+        case 4: xb[1] = -INFINITY; xb[2] = NAN; break;
+        case 5: for (int j = 0; j < 32; j++) xb[j] = 1e-45f * (float)(j % 5); break; /* denormals: id = inf */
+        case 6: for (int j = 0; j < 32; j++) xb[j] = (j & 1 ? 1.0f : -1.0f) * 254.0f * (float)j / 31.0f; break;
+        default: break;
+        }
+    }
+    uint8_t *qa = malloc(kern_act_bytes(N)), *qs = malloc(kern_act_bytes(N));
+    kern_quantize_act(qa, x, N);
+    kern_force_scalar(1);
+    kern_quantize_act(qs, x, N);
+    kern_force_scalar(0);
+    T_CHECK(!memcmp(qa, qs, kern_act_bytes(N)), "kern_quantize_act: %s and scalar bytes differ", kern_path());
+    const act_blk *a = (const act_blk *)qs;
+    int bad = 0;
+    for (int b = 0; b < NB; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(xb[j]) > amax) amax = fabsf(xb[j]);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        bad += memcmp(&a[b].d, &d, 4) != 0;
+        int s0 = 0, s1 = 0;
+        for (int j = 0; j < 32; j++) {
+            double p = (double)(float)(xb[j] * id), q = rint(p); /* rint: ties to even (default mode) */
+            if (isnan(q)) q = 0;
+            q = q < -127 ? -127 : q > 127 ? 127 : q;
+            bad += a[b].q[j] != (int)q;
+            if (j < 16) s0 += (int)q;
+            else s1 += (int)q;
+        }
+        bad += a[b].s[0] != s0 || a[b].s[1] != s1;
+        if (b % 8 == 0) bad += a[b].q[0] != -16 || a[b].q[1] != -14 || a[b].q[17] != 2; /* -15.5, -14.5, 1.5 */
+    }
+    T_CHECK(bad == 0, "kern_quantize_act: %d values differ from the documented rule", bad);
+    free(x);
+    free(qa);
+    free(qs);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--path") == 0) { /* child: the path chosen from MOEC_KERN at the first call */
+        printf("%s\n", kern_path());
+        return 0;
+    }
     moec_rng r;
     moec_rng_seed(&r, 1234);
     printf("kern path: %s\n", kern_path());
@@ -149,9 +208,9 @@ int main(void) {
         const ggml_type all[8] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q6_K};
         for (int k = 0; k < 8; k++) {
             void *w = make_w(all[k], n_in, n_out, &r);
-            setenv("MOEC_KERN", "scalar", 1);
+            kern_force_scalar(1);
             kern_matmul(y1, x, w, all[k], T, n_in, n_out);
-            unsetenv("MOEC_KERN");
+            kern_force_scalar(0);
             kern_matmul(y2, x, w, all[k], T, n_in, n_out);
             double md = 0, mm = 0;
             for (int64_t i = 0; i < T * n_out; i++) md = fmax(md, fabs(y1[i] - y2[i])), mm = fmax(mm, fabs(y1[i]));
@@ -181,10 +240,10 @@ int main(void) {
                 dw[v] = malloc(sizeof(float) * n_out * n_in);
                 for (int64_t i = 0; i < T * n_in; i++) dx[v][i] = 0.5f; /* accumulates */
                 for (int64_t i = 0; i < n_out * n_in; i++) dw[v][i] = -1.0f;
-                if (v == 1) setenv("MOEC_KERN", "scalar", 1);
+                if (v == 1) kern_force_scalar(1);
                 if (v == 2) omp_set_num_threads(1);
                 T_CHECK(kern_matmul_backward(dx[v], dw[v], dy, x, w, T, n_in, n_out) == 0, "backward");
-                unsetenv("MOEC_KERN");
+                kern_force_scalar(0);
                 omp_set_num_threads(nthr);
             }
             int bad = 0;
@@ -209,6 +268,18 @@ int main(void) {
             free(w);
             free(dy);
         }
+    }
+    check_quantize_act(&r);
+    /* MOEC_KERN=scalar is read at the first call: a child process started with it takes the scalar path */
+    {
+        char cmd[4200], out[64] = {0};
+        snprintf(cmd, sizeof cmd, "MOEC_KERN=scalar '%s' --path", argv[0]);
+        FILE *f = popen(cmd, "r");
+        T_CHECK(f && fgets(out, sizeof out, f) && strcmp(out, "scalar\n") == 0, "MOEC_KERN=scalar child: path %s", out);
+        if (f) pclose(f);
+        kern_force_scalar(1);
+        T_CHECK(strcmp(kern_path(), "scalar") == 0, "kern_force_scalar");
+        T_CHECK(kern_force_scalar(0) == 1, "kern_force_scalar returns the previous setting");
     }
     /* errors */
     float x[64] = {0}, y[4];

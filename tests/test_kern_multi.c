@@ -76,10 +76,10 @@ static void build(batch *b, const spec *s, int n, moec_rng *r, int scalar) {
         float *xd = malloc(sizeof(float) * (size_t)(s[i].T * s[i].n_in + 1)),
               *yd = malloc(sizeof(float) * (size_t)(s[i].T * s[i].n_out + 1));
         for (int64_t t = 0; t < s[i].T; t++) memcpy(xd + t * s[i].n_in, x + t * ldx, sizeof(float) * s[i].n_in);
-        if (scalar) setenv("MOEC_KERN", "scalar", 1);
+        if (scalar) kern_force_scalar(1);
         T_CHECK(kern_matmul(yd, xd, b->w[i], s[i].t, s[i].T, s[i].n_in, s[i].n_out) == 0, "kern_matmul: %s",
                 moec_last_error());
-        unsetenv("MOEC_KERN");
+        kern_force_scalar(0);
         for (int64_t t = 0; t < s[i].T; t++)
             for (int64_t o = 0; o < s[i].n_out; o++) {
                 float *p = &b->want[i][t * ldy + o];
@@ -108,9 +108,9 @@ static void run_check(batch *b, const char *what, int threads, int scalar) {
     }
     int nthr = omp_get_max_threads();
     omp_set_num_threads(threads);
-    if (scalar) setenv("MOEC_KERN", "scalar", 1);
+    if (scalar) kern_force_scalar(1);
     int rc = kern_matmul_multi(b->j, b->n);
-    unsetenv("MOEC_KERN");
+    kern_force_scalar(0);
     omp_set_num_threads(nthr);
     T_CHECK(rc == 0, "%s: %s", what, moec_last_error());
     for (int i = 0; i < b->n; i++) {
