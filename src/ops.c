@@ -378,15 +378,15 @@ static inline void att_cvt(float *dst, const uint16_t *src, int64_t n) {
  * for every B, so results do not depend on B. AVX2 path: scores 2 queries x 4 keys at a time, exp8 softmax, PV
  * accumulated in registers (attention_block_avx2). Portable path: dot8/axpy per (query, key); f16 rows are
  * converted to fp32 once per block. scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). Threads
- * only above 2^20 score multiply-adds (a decode step at a short context takes ~50 us: less than one fork/join
- * on a busy machine). */
+ * from 2^18 score multiply-adds on, as kern_matmul (a decode step with 16 heads of 64 at context 256: 1 MB of fp32
+ * K and V, ~70 us on one core; below that a fork/join on a busy machine costs about as much as it saves). */
 static void attention_core(float *out, float *probs, const float *q, const void *kc, const void *vc, int kv_f16,
                            int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head,
                            int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr, int64_t B) {
     int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
     const int simd = ops_simd();
     size_t per_thr = (size_t)B * (size_t)Tk + (kv_f16 ? 2 * (size_t)d : 0);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d > 1048576)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d >= 262144)
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t b = 0; b < nb; b++) {
             int th = 0;
