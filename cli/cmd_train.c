@@ -29,6 +29,8 @@ static void usage(FILE *f) {
             "  --eval-every N (0 = off)  --eval-rows N (32; the last step uses all)\n"
             "  --save-every N (100; 0 = only at the end)  --no-save (no checkpoint at all: benchmarks)\n"
             "  --log-every N (1)  --quiet\n"
+            "  --group G         rows whose backward runs together (default min(B*A, 4); 1..16): bigger expert\n"
+            "                    products, G sets of activations in memory; results differ from G=1 by rounding\n"
             "  --peak GFLOPS     matmul peak the progress line reports its share of (default: moec's fp32 GEMM\n"
             "                    measured at start; FLOPs per token as train_flops_per_token, see docs/training.md)\n");
 }
@@ -136,7 +138,7 @@ int cmd_train(int argc, char **argv) {
     const char *cmd = argv[0], *model_path = NULL, *resume = NULL, *out = NULL, *val_path = NULL;
     const char *data_paths[64];
     int n_data = 0, rc = 1;
-    long B = 8, T = 128, A = 1, warmup = 0, eval_every = 0, eval_rows = 32, save_every = 100, log_every = 1, seed = 1;
+    long B = 8, T = 128, A = 1, group = 0, warmup = 0, eval_every = 0, eval_rows = 32, save_every = 100, log_every = 1, seed = 1;
     long steps = 0;
     double peak = 0, tokens = 0, lr = 3e-4, lr_min = -1, wd = 0.1, b1 = 0.9, b2 = 0.95, mom = 0, clip = 1.0, aux_lb = 0, aux_z = 0;
     const char *optname = "adamw";
@@ -196,7 +198,7 @@ int cmd_train(int argc, char **argv) {
         INT("--steps", steps, 1, 1L << 40) INT("--warmup", warmup, 0, 1L << 40)
         INT("--eval-every", eval_every, 0, 1L << 40) INT("--eval-rows", eval_rows, 1, 1L << 30)
         INT("--save-every", save_every, 0, 1L << 40) INT("--log-every", log_every, 1, 1L << 40)
-        INT("--seed", seed, 0, 1L << 62)
+        INT("--seed", seed, 0, 1L << 62) INT("--group", group, 1, TRAIN_MAX_GROUP)
         FLT("--tokens", tokens) FLT("--lr", lr) FLT("--lr-min", lr_min) FLT("--wd", wd) FLT("--beta1", b1)
         FLT("--beta2", b2) FLT("--momentum", mom) FLT("--clip", clip) FLT("--aux-lb", aux_lb) FLT("--aux-z", aux_z)
         FLT("--peak", peak)
@@ -241,6 +243,8 @@ int cmd_train(int argc, char **argv) {
     pr.opt_kind = (int32_t)oc.kind;
     pr.lr = (float)lr, pr.lr_min = (float)lr_min;
 
+    if (group == 0) group = rows_per_step < 4 ? rows_per_step : 4;
+    if (train_set_group(s, group) != 0) goto fail;
     uint64_t V = (uint64_t)s->m->hp.n_vocab;
     if (n_data == 1) {
         if (data_loader_open(&ld, data_paths[0], T, V) != 0) goto fail;
@@ -298,11 +302,7 @@ int cmd_train(int argc, char **argv) {
         double msum = 0, ce_tot = 0;
         for (size_t i = 0; i < nrow; i++) msum += mk[i];
         train_zero_grad(s);
-        for (int64_t r = 0; r < rows_per_step && msum > 0; r++) {
-            double ce;
-            if (train_seq(s, in + r * T, tg + r * T, mk + r * T, T, (float)(1.0 / msum), &ce) != 0) goto fail;
-            ce_tot += ce;
-        }
+        if (msum > 0 && train_rows(s, in, tg, mk, rows_per_step, T, (float)(1.0 / msum), &ce_tot) != 0) goto fail;
         /* a batch of fully masked rows teaches nothing: no update, the data still advances */
         double t_opt = prof_clock(s->prof_cpu);
         double gn = train_clip_step(&oc, cur_lr, pr.step + 1, (float)clip, msum > 0, s->params, s->grads, s->m1, s->m2,

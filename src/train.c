@@ -161,24 +161,31 @@ float train_lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float l
 
 /* ---- trainer --------------------------------------------------------------------------------------------- */
 
-/* Backward scratch layout (floats) for T tokens. */
+/* Backward scratch layout (floats) for groups of G rows of T tokens: per row dh, du, dselw, drl, the expert order
+ * (ints); shared by the rows one after another: the rest; the expert gather buffers hold the tokens of all G rows. */
 typedef struct {
-    size_t dh, dx, df, dtmp, du, dhn, datty, dq, dk, dv, do1, cs, sn, drl, drq, drk, drv, dselw, xg, dxg, yg, hidg,
-        gg, ug, dhid, dgg, dug, auxf, auxp, total, iorder;
+    size_t dh, du, dselw, drl, order, row; /* per row r: offset + r·row */
+    size_t dx, df, dtmp, dhn, datty, dq, dk, dv, do1, cs, sn, drq, drk, drv, xg, dxg, yg, hidg, gg, ug, dhid, dgg,
+        dug, auxf, auxp, total;
 } bwd_layout;
 
-static void bwd_layout_for(const model_hparams *hp, int64_t T, bwd_layout *L) {
-    size_t t = (size_t)T, H = (size_t)hp->n_embd, P = (size_t)(hp->n_head * hp->head_dim),
+static void bwd_layout_for(const model_hparams *hp, int64_t T, int64_t G, bwd_layout *L) {
+    size_t t = (size_t)T, g = (size_t)G, H = (size_t)hp->n_embd, P = (size_t)(hp->n_head * hp->head_dim),
            Pkv = (size_t)(hp->n_head_kv * hp->head_dim), E = (size_t)(hp->n_expert > 0 ? hp->n_expert : 1),
            K = (size_t)(hp->n_expert_used > 0 ? hp->n_expert_used : 1),
            F = (size_t)(hp->n_ff_exp > (int64_t)hp->n_ff ? hp->n_ff_exp : hp->n_ff), R = (size_t)hp->rope_dims / 2 + 1;
     size_t o = 0;
 #define A_(f, n) (L->f = o, o += ((n) + 15) & ~(size_t)15)
     A_(dh, t * H);
+    A_(du, t * H);
+    A_(dselw, t * K);
+    A_(drl, t * E);
+    A_(order, t * K + 2 * E + 1); /* int32 order [T·K] + start [E+1] */
+    L->row = o;
+    o *= g;
     A_(dx, t * H);
     A_(df, t * H);
     A_(dtmp, t * H);
-    A_(du, t * H);
     A_(dhn, t * H);
     A_(datty, t * P);
     A_(dq, t * P);
@@ -187,25 +194,22 @@ static void bwd_layout_for(const model_hparams *hp, int64_t T, bwd_layout *L) {
     A_(do1, t * H);
     A_(cs, t * R);
     A_(sn, t * R);
-    A_(drl, t * E);
     A_(drq, t * E);
     A_(drk, t * E);
     A_(drv, t * E);
-    A_(dselw, t * K);
-    A_(xg, t * K * H);
-    A_(dxg, t * K * H);
-    A_(yg, t * K * H);
-    A_(hidg, t * K * F);
-    A_(gg, t * K * F);
-    A_(ug, t * K * F);
-    A_(dhid, t * K * F);
-    A_(dgg, t * K * F);
-    A_(dug, t * K * F);
+    A_(xg, g * t * K * H);
+    A_(dxg, g * t * K * H);
+    A_(yg, g * t * K * H);
+    A_(hidg, g * t * K * F);
+    A_(gg, g * t * K * F);
+    A_(ug, g * t * K * F);
+    A_(dhid, g * t * K * F);
+    A_(dgg, g * t * K * F);
+    A_(dug, g * t * K * F);
     A_(auxf, E);
     A_(auxp, E);
 #undef A_
     L->total = o;
-    L->iorder = t * K + 2 * E + 1;
 }
 
 static double prof_now(const train_state *s) {
@@ -223,6 +227,34 @@ static void prof_mark(train_state *s, int k, double *tp) {
 
 static float *gptr(const train_state *s, const void *view) { return s->grads + ((const float *)view - s->params); }
 
+/* Activations and scratch for groups of G rows. */
+static int alloc_group(train_state *s, int64_t G) {
+    const model *m = s->m;
+    for (int64_t r = 0; r < G; r++) {
+        s->acts_g[r] = model_acts_new(m, s->T);
+        if (!s->acts_g[r]) return -1;
+    }
+    bwd_layout bl;
+    bwd_layout_for(&m->hp, s->T, G, &bl);
+    s->buf_n = bl.total;
+    s->buf = moec_alloc(s->buf_n * sizeof(float));
+    if (!s->buf) return -1;
+    s->acts = s->acts_g[0];
+    s->G = G;
+    return 0;
+}
+
+static void free_group(train_state *s) {
+    for (int64_t r = 0; r < TRAIN_MAX_GROUP; r++) {
+        model_acts_free(s->acts_g[r]);
+        s->acts_g[r] = NULL;
+    }
+    moec_free(s->buf);
+    s->buf = NULL;
+    s->acts = NULL;
+    s->G = 0;
+}
+
 train_state *train_new(model *m, int64_t T) {
     train_state *s = moec_calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -233,23 +265,20 @@ train_state *train_new(model *m, int64_t T) {
     s->n = m->n_floats;
     size_t bytes;
     CHECK(moec_mul_ok(s->n, sizeof(float), &bytes), "train: model too large");
-    s->params = moec_alloc(bytes);
+    s->params = model_flat(m); /* the model's own flat buffer (its views point into it): no copy */
     s->grads = moec_alloc(bytes);
     s->m1 = moec_alloc(bytes);
     s->m2 = moec_alloc(bytes);
-    TRY_PTR(s->params);
     TRY_PTR(s->grads);
     TRY_PTR(s->m1);
     TRY_PTR(s->m2);
-    memcpy(s->params, model_flat(m), bytes);
     s->seg = moec_calloc(m->n_params, sizeof *s->seg);
     TRY_PTR(s->seg);
     for (size_t i = 0; i < m->n_params; i++) {
         const model_param *p = &m->params[i];
         s->seg[s->n_seg++] = (train_segment){p->offset, p->numel, p->n_dims >= 2};
     }
-    s->acts = model_acts_new(m, T);
-    TRY_PTR(s->acts);
+    TRY(alloc_group(s, 1));
     s->seq = model_seq_new(m, T);
     TRY_PTR(s->seq);
     size_t nl;
@@ -257,14 +286,8 @@ train_state *train_new(model *m, int64_t T) {
           "train: logits too large");
     s->logits = moec_alloc(bytes);
     TRY_PTR(s->logits);
-    bwd_layout bl;
-    bwd_layout_for(&m->hp, T, &bl);
-    s->buf_n = bl.total + bl.iorder;
-    s->buf = moec_alloc(s->buf_n * sizeof(float));
-    TRY_PTR(s->buf);
     s->expert_load = moec_calloc((size_t)(m->hp.n_layer * (m->hp.n_expert > 0 ? m->hp.n_expert : 1)), sizeof(double));
     TRY_PTR(s->expert_load);
-    TRY(model_bind_flat(m, s->params)); /* last: on failure the model keeps its own weights */
     return s;
 fail:
     moec_wrap_error("train");
@@ -272,17 +295,26 @@ fail:
     return NULL;
 }
 
+int train_set_group(train_state *s, int64_t G) {
+    CHECK(G >= 1 && G <= TRAIN_MAX_GROUP, "train: group of %lld rows (1..%d)", (long long)G, TRAIN_MAX_GROUP);
+    if (G == s->G) return 0;
+    free_group(s);
+    if (alloc_group(s, G) == 0) return 0;
+    free_group(s);
+    if (alloc_group(s, 1) != 0) free_group(s);
+fail:
+    return moec_wrap_error("train: activations for %lld rows", (long long)G);
+}
+
 void train_free(train_state *s) {
     if (!s) return;
-    moec_free(s->params);
     moec_free(s->grads);
     moec_free(s->m1);
     moec_free(s->m2);
     moec_free(s->seg);
-    model_acts_free(s->acts);
+    free_group(s);
     model_seq_free(s->seq);
     moec_free(s->logits);
-    moec_free(s->buf);
     moec_free(s->expert_load);
     moec_free(s);
 }
@@ -331,65 +363,213 @@ static double aux_losses(const train_state *s, float *drl, const float *rl, cons
     return loss;
 }
 
-/* Backward of one MoE FFN: dffo = gradient of the FFN output; du += gradient of its input. -1 on error. */
-static int moe_backward(train_state *s, int64_t l, const float *dffo, float *du, int64_t T, const bwd_layout *bl,
-                         float aux_w) {
+/* Backward of one MoE FFN over the G rows of a group: dffo[r] = gradient of row r's FFN output; du[r] += gradient
+ * of its input. Each expert runs once over the tokens of all rows routed to it (rows in order, tokens in order). */
+static int moe_backward(train_state *s, int64_t l, int64_t G, float *const *dffo, float *const *du, int64_t T,
+                        const bwd_layout *bl, const float *aux_w) {
     const model *m = s->m;
     const model_layer *L = &m->layers[l];
-    const model_layer_acts *la = &s->acts->layers[l];
     int64_t H = m->hp.n_embd, E = m->hp.n_expert, K = m->hp.n_expert_used, F = m->hp.n_ff_exp;
     float *B = s->buf;
-    float *dselw = B + bl->dselw, *xg = B + bl->xg, *dxg = B + bl->dxg, *yg = B + bl->yg, *hidg = B + bl->hidg,
-          *gg = B + bl->gg, *ug = B + bl->ug, *dhid = B + bl->dhid, *dgg = B + bl->dgg, *dug = B + bl->dug,
-          *drl = B + bl->drl;
-    int32_t *order = (int32_t *)(B + bl->total), *start = order + T * K;
-    const float *u = la->u;
-    /* d(selw) = dffo[t]·y[r] */
-    for (int64_t r = 0; r < T * K; r++) {
-        const float *g = dffo + (r / K) * H, *y = la->e_y + r * H;
-        double acc = 0.0;
-        for (int64_t j = 0; j < H; j++) acc += (double)g[j] * y[j];
-        dselw[r] = (float)acc;
-    }
-    moe_group(order, start, la->sel, T, E, K);
-    for (int64_t e = 0; e < E; e++) {
-        int64_t n = start[e + 1] - start[e];
-        s->expert_load[l * E + e] += (double)n;
-        if (n == 0) continue;
-        const int32_t *rows = order + start[e];
-        for (int64_t i = 0; i < n; i++) {
-            int64_t r = rows[i], t = r / K;
-            float w = la->selw[r];
-            for (int64_t j = 0; j < H; j++) yg[i * H + j] = w * dffo[t * H + j];
-            memcpy(xg + i * H, u + t * H, (size_t)H * sizeof(float));
-            memcpy(hidg + i * F, la->e_hid + r * F, (size_t)F * sizeof(float));
-            memcpy(gg + i * F, la->e_gate + r * F, (size_t)F * sizeof(float));
-            memcpy(ug + i * F, la->e_up + r * F, (size_t)F * sizeof(float));
+    float *xg = B + bl->xg, *dxg = B + bl->dxg, *yg = B + bl->yg, *hidg = B + bl->hidg, *gg = B + bl->gg,
+          *ug = B + bl->ug, *dhid = B + bl->dhid, *dgg = B + bl->dgg, *dug = B + bl->dug;
+    for (int64_t g = 0; g < G; g++) {
+        const model_layer_acts *la = &s->acts_g[g]->layers[l];
+        float *dselw = B + bl->dselw + g * bl->row;
+        int32_t *order = (int32_t *)(B + bl->order + g * bl->row), *start = order + T * K;
+        /* d(selw) = dffo[t]·y[r] */
+        for (int64_t r = 0; r < T * K; r++) {
+            const float *gr = dffo[g] + (r / K) * H, *y = la->e_y + r * H;
+            double acc = 0.0;
+            for (int64_t j = 0; j < H; j++) acc += (double)gr[j] * y[j];
+            dselw[r] = (float)acc;
         }
+        moe_group(order, start, la->sel, T, E, K);
+    }
+    for (int64_t e = 0; e < E; e++) {
+        int64_t n = 0;
+        for (int64_t g = 0; g < G; g++) { /* gather the slots of every row routed to e */
+            const model_layer_acts *la = &s->acts_g[g]->layers[l];
+            const int32_t *order = (const int32_t *)(B + bl->order + g * bl->row), *start = order + T * K;
+            int64_t ne = start[e + 1] - start[e];
+            s->expert_load[l * E + e] += (double)ne;
+            for (int64_t i = 0; i < ne; i++, n++) {
+                int64_t r = order[start[e] + i], t = r / K;
+                float w = la->selw[r];
+                const float *dy = dffo[g] + t * H;
+                for (int64_t j = 0; j < H; j++) yg[n * H + j] = w * dy[j];
+                memcpy(xg + n * H, la->u + t * H, (size_t)H * sizeof(float));
+                memcpy(hidg + n * F, la->e_hid + r * F, (size_t)F * sizeof(float));
+                memcpy(gg + n * F, la->e_gate + r * F, (size_t)F * sizeof(float));
+                memcpy(ug + n * F, la->e_up + r * F, (size_t)F * sizeof(float));
+            }
+        }
+        if (n == 0) continue;
         zero(dhid, (size_t)(n * F));
         TRY(ops_matmul_backward(dhid, gptr(s, L->exp_down[e]), yg, hidg, L->exp_down[e], n, F, H));
         ops_swiglu_backward(dgg, dug, dhid, gg, ug, n * F);
         zero(dxg, (size_t)(n * H));
         TRY(ops_matmul_backward(dxg, gptr(s, L->exp_gate[e]), dgg, xg, L->exp_gate[e], n, H, F));
         TRY(ops_matmul_backward(dxg, gptr(s, L->exp_up[e]), dug, xg, L->exp_up[e], n, H, F));
-        for (int64_t i = 0; i < n; i++) {
-            float *d = du + (rows[i] / K) * H;
-            for (int64_t j = 0; j < H; j++) d[j] += dxg[i * H + j];
+        n = 0;
+        for (int64_t g = 0; g < G; g++) { /* scatter */
+            const int32_t *order = (const int32_t *)(B + bl->order + g * bl->row), *start = order + T * K;
+            for (int64_t i = 0; i < start[e + 1] - start[e]; i++, n++) {
+                float *d = du[g] + (order[start[e] + i] / K) * H;
+                const float *src = dxg + n * H;
+                for (int64_t j = 0; j < H; j++) d[j] += src[j];
+            }
         }
     }
-    zero(drl, (size_t)(T * E));
-    ops_topk_softmax_backward(drl, la->sel, la->selw, dselw, T, E, K);
-    if (s->aux.aux_lb != 0.0f || s->aux.aux_z != 0.0f)
-        s->aux_loss += aux_losses(s, drl, la->rlogits, la->sel, T, aux_w, B + bl->auxf, B + bl->auxp);
-    if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
-        float *drq = B + bl->drq, *drk = B + bl->drk, *drv = B + bl->drv;
-        ops_router_attn_backward(drq, drk, drv, drl, la->rq, la->rk, la->rv, la->rinner, T, E);
-        TRY(ops_matmul_backward(du, gptr(s, L->router_q.data), drq, u, L->router_q.data, T, H, E));
-        TRY(ops_matmul_backward(du, gptr(s, L->router_k.data), drk, u, L->router_k.data, T, H, E));
-        TRY(ops_matmul_backward(du, gptr(s, L->router_v.data), drv, u, L->router_v.data, T, H, E));
-    } else {
-        TRY(ops_matmul_backward(du, gptr(s, L->gate_inp.data), drl, u, L->gate_inp.data, T, H, E));
+    for (int64_t g = 0; g < G; g++) {
+        const model_layer_acts *la = &s->acts_g[g]->layers[l];
+        const float *u = la->u;
+        float *drl = B + bl->drl + g * bl->row, *dselw = B + bl->dselw + g * bl->row;
+        zero(drl, (size_t)(T * E));
+        ops_topk_softmax_backward(drl, la->sel, la->selw, dselw, T, E, K);
+        if (s->aux.aux_lb != 0.0f || s->aux.aux_z != 0.0f)
+            s->aux_loss += aux_losses(s, drl, la->rlogits, la->sel, T, aux_w[g], B + bl->auxf, B + bl->auxp);
+        if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
+            float *drq = B + bl->drq, *drk = B + bl->drk, *drv = B + bl->drv;
+            ops_router_attn_backward(drq, drk, drv, drl, la->rq, la->rk, la->rv, la->rinner, T, E);
+            TRY(ops_matmul_backward(du[g], gptr(s, L->router_q.data), drq, u, L->router_q.data, T, H, E));
+            TRY(ops_matmul_backward(du[g], gptr(s, L->router_k.data), drk, u, L->router_k.data, T, H, E));
+            TRY(ops_matmul_backward(du[g], gptr(s, L->router_v.data), drv, u, L->router_v.data, T, H, E));
+        } else {
+            TRY(ops_matmul_backward(du[g], gptr(s, L->gate_inp.data), drl, u, L->gate_inp.data, T, H, E));
+        }
     }
+    return 0;
+fail:
+    return -1;
+}
+
+/* Forward + backward of G <= s->G rows of T tokens (in, target, mask: [G, T]). */
+static int train_group(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t G,
+                       int64_t T, float scale, double *ce_sum) {
+    model *m = s->m;
+    const model_hparams *hp = &m->hp;
+    int64_t H = hp->n_embd, Hh = H / 2, V = hp->n_vocab, nh = hp->n_head, nkv = hp->n_head_kv, d = hp->head_dim,
+            P = nh * d, Pkv = nkv * d, Fd = hp->n_ff;
+    bwd_layout bl;
+    bwd_layout_for(hp, T, s->G, &bl);
+    float *B = s->buf;
+    float *dh[TRAIN_MAX_GROUP], *du[TRAIN_MAX_GROUP], aux_w[TRAIN_MAX_GROUP];
+    float *dx = B + bl.dx, *df = B + bl.df, *dhn = B + bl.dhn, *datty = B + bl.datty, *dq = B + bl.dq,
+          *dk = B + bl.dk, *dv = B + bl.dv, *do1 = B + bl.do1, *cs = B + bl.cs, *sn = B + bl.sn;
+    double tp = prof_now(s);
+    s->aux_loss = 0.0;
+    *ce_sum = 0.0;
+    /* per row: forward with activations, loss, output head and final norm backward -> dh[g] */
+    for (int64_t g = 0; g < G; g++) {
+        const int32_t *rin = in + g * T, *rtg = target + g * T;
+        const float *rmk = mask ? mask + g * T : NULL;
+        model_acts *A = s->acts_g[g];
+        dh[g] = B + bl.dh + g * bl.row;
+        du[g] = B + bl.du + g * bl.row;
+        model_seq_reset(s->seq);
+        TRY(model_forward(m, s->seq, rin, T, s->logits, 0, A));
+        prof_mark(s, TRAIN_PROF_FORWARD, &tp);
+        double msum = 0.0;
+        for (int64_t t = 0; t < T; t++) msum += rmk ? rmk[t] : 1.0f;
+        aux_w[g] = scale * (float)msum;
+        *ce_sum += ops_cross_entropy(s->logits, s->logits, rtg, rmk, T, V, scale);
+        prof_mark(s, TRAIN_PROF_LOSS, &tp);
+        /* output layer (tied: the gradient lands in the embedding) */
+        zero(dhn, (size_t)(T * H));
+        TRY(ops_matmul_backward(dhn, gptr(s, m->output.data), s->logits, A->hn, m->output.data, T, H, V));
+        zero(dh[g], (size_t)(T * H));
+        ops_rmsnorm_backward(dh[g], gptr(s, m->output_norm.data), dhn, A->h_out, m->output_norm.data, A->rstd_out, T,
+                             H);
+        prof_mark(s, TRAIN_PROF_OUTPUT, &tp);
+    }
+    if (hp->rope_dims > 0) ops_rope_table(cs, sn, 0, T, hp->rope_dims, hp->rope_base, (int)hp->rope_table);
+    float scale_att = 1.0f / sqrtf((float)d);
+
+    for (int64_t l = hp->n_layer - 1; l >= 0; l--) {
+        const model_layer *L = &m->layers[l];
+        /* ---- FFN: h = h_mid + ffn(rmsnorm(h_mid)) ---- */
+        for (int64_t g = 0; g < G; g++) zero(du[g], (size_t)(T * H));
+        if (L->var.ffn == MODEL_FFN_DENSE) {
+            float *dhid = B + bl.dhid, *dgg = B + bl.dgg, *dug = B + bl.dug;
+            for (int64_t g = 0; g < G; g++) {
+                const model_layer_acts *la = &s->acts_g[g]->layers[l];
+                zero(dhid, (size_t)(T * Fd));
+                TRY(ops_matmul_backward(dhid, gptr(s, L->ffn_down.data), dh[g], la->d_hid, L->ffn_down.data, T, Fd, H));
+                ops_swiglu_backward(dgg, dug, dhid, la->d_gate, la->d_up, T * Fd);
+                TRY(ops_matmul_backward(du[g], gptr(s, L->ffn_gate.data), dgg, la->u, L->ffn_gate.data, T, H, Fd));
+                TRY(ops_matmul_backward(du[g], gptr(s, L->ffn_up.data), dug, la->u, L->ffn_up.data, T, H, Fd));
+            }
+        } else {
+            TRY(moe_backward(s, l, G, dh, du, T, &bl, aux_w));
+        }
+        for (int64_t g = 0; g < G; g++) {
+            const model_layer_acts *la = &s->acts_g[g]->layers[l];
+            ops_rmsnorm_backward(dh[g], gptr(s, L->ffn_norm.data), du[g], la->h_mid, L->ffn_norm.data, la->rstd_u, T,
+                                 H);
+        }
+        prof_mark(s, TRAIN_PROF_FFN, &tp);
+        for (int64_t g = 0; g < G; g++) {
+            const model_layer_acts *la = &s->acts_g[g]->layers[l];
+            /* ---- attention: h_mid = h_in + Wo·attn(...) ---- */
+            zero(datty, (size_t)(T * P));
+            TRY(ops_matmul_backward(datty, gptr(s, L->wo.data), dh[g], la->atty, L->wo.data, T, P, H));
+            prof_mark(s, TRAIN_PROF_ATTN_MM, &tp);
+            TRY(ops_attention_backward(dq, dk, dv, datty, la->q, la->k, la->v, la->att, T, nh, nkv, d, scale_att));
+            if (L->var.rope_dims > 0) {
+                ops_rope_backward(dq, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
+                ops_rope_backward(dk, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
+            }
+            prof_mark(s, TRAIN_PROF_ATTN_CORE, &tp);
+            zero(dx, (size_t)(T * H));
+            TRY(ops_matmul_backward(dx, gptr(s, L->wv.data), dv, la->x, L->wv.data, T, H, Pkv));
+            float *dff = L->var.lfa ? df : dx;
+            if (L->var.lfa) zero(df, (size_t)(T * H));
+            TRY(ops_matmul_backward(dff, gptr(s, L->wq.data), dq, la->f, L->wq.data, T, H, P));
+            TRY(ops_matmul_backward(dff, gptr(s, L->wk.data), dk, la->f, L->wk.data, T, H, Pkv));
+            prof_mark(s, TRAIN_PROF_ATTN_MM, &tp);
+            if (L->var.lfa) {
+                float *dlin = B + bl.dtmp;
+                zero(dlin, (size_t)(T * H));
+                ops_rmsnorm_backward(dlin, gptr(s, L->lfa_norm.data), df, la->lfa_in, L->lfa_norm.data, la->rstd_lfa,
+                                     T, H);
+                ops_add(dx, dlin, T * H); /* lfa_in = o2 + x */
+                const float *c1 = L->lfa_c1.data, *c2 = L->lfa_c2.data;
+                float *gc1 = gptr(s, c1), *gc2 = gptr(s, c2);
+                zero(do1, (size_t)(T * Hh));
+                TRY(ops_conv2_causal_backward(do1, gc2, gc2 + Hh * H, gptr(s, L->lfa_b2.data), dlin, la->o1, c2,
+                                              c2 + Hh * H, T, Hh, H));
+                TRY(ops_conv2_causal_backward(dx, gc1, gc1 + Hh * H, gptr(s, L->lfa_b1.data), do1, la->x, c1,
+                                              c1 + Hh * H, T, H, Hh));
+            }
+            ops_rmsnorm_backward(dh[g], gptr(s, L->attn_norm.data), dx, la->h_in, L->attn_norm.data, la->rstd_x, T, H);
+            prof_mark(s, TRAIN_PROF_LFA, &tp);
+        }
+    }
+    for (int64_t g = 0; g < G; g++) ops_embed_backward(gptr(s, m->tok_embd.data), dh[g], in + g * T, T, H);
+    prof_mark(s, TRAIN_PROF_LFA, &tp);
+    return 0;
+fail:
+    return -1;
+}
+
+int train_rows(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t n_rows,
+               int64_t T, float scale, double *ce_sum) {
+    const model_hparams *hp = &s->m->hp;
+    double ce = 0.0, aux = 0.0;
+    CHECK(s->G >= 1 && s->buf, "train: no activations (a failed train_set_group)");
+    CHECK(T >= 1 && T <= s->T, "train: sequence of %lld tokens (max %lld)", (long long)T, (long long)s->T);
+    for (int64_t i = 0; i < n_rows * T; i++)
+        CHECK(target[i] >= 0 && target[i] < hp->n_vocab, "train: target id %d out of range", (int)target[i]);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += s->G) {
+        int64_t G = n_rows - r0 < s->G ? n_rows - r0 : s->G;
+        double c;
+        TRY(train_group(s, in + r0 * T, target + r0 * T, mask ? mask + r0 * T : NULL, G, T, scale, &c));
+        ce += c;
+        aux += s->aux_loss;
+    }
+    s->aux_loss = aux;
+    if (ce_sum) *ce_sum = ce;
     return 0;
 fail:
     return -1;
@@ -397,97 +577,7 @@ fail:
 
 int train_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T, float scale,
               double *ce_sum) {
-    model *m = s->m;
-    const model_hparams *hp = &m->hp;
-    CHECK(T >= 1 && T <= s->T, "train: sequence of %lld tokens (max %lld)", (long long)T, (long long)s->T);
-    for (int64_t t = 0; t < T; t++)
-        CHECK(target[t] >= 0 && target[t] < hp->n_vocab, "train: target id %d out of range", (int)target[t]);
-    model_seq_reset(s->seq);
-    double tp = prof_now(s);
-    TRY(model_forward(m, s->seq, in, T, s->logits, 0, s->acts));
-    prof_mark(s, TRAIN_PROF_FORWARD, &tp);
-    int64_t H = hp->n_embd, Hh = H / 2, V = hp->n_vocab, nh = hp->n_head, nkv = hp->n_head_kv, d = hp->head_dim,
-            P = nh * d, Pkv = nkv * d, Fd = hp->n_ff;
-    double msum = 0.0;
-    for (int64_t t = 0; t < T; t++) msum += mask ? mask[t] : 1.0f;
-    float aux_w = scale * (float)msum;
-    double ce = ops_cross_entropy(s->logits, s->logits, target, mask, T, V, scale);
-    prof_mark(s, TRAIN_PROF_LOSS, &tp);
-    if (ce_sum) *ce_sum = ce;
-    s->aux_loss = 0.0;
-
-    bwd_layout bl;
-    bwd_layout_for(hp, T, &bl);
-    float *B = s->buf;
-    float *dh = B + bl.dh, *dx = B + bl.dx, *df = B + bl.df, *du = B + bl.du, *dhn = B + bl.dhn,
-          *datty = B + bl.datty, *dq = B + bl.dq, *dk = B + bl.dk, *dv = B + bl.dv, *do1 = B + bl.do1,
-          *cs = B + bl.cs, *sn = B + bl.sn;
-    model_acts *A = s->acts;
-    /* output layer (tied: the gradient lands in the embedding) */
-    zero(dhn, (size_t)(T * H));
-    TRY(ops_matmul_backward(dhn, gptr(s, m->output.data), s->logits, A->hn, m->output.data, T, H, V));
-    zero(dh, (size_t)(T * H));
-    ops_rmsnorm_backward(dh, gptr(s, m->output_norm.data), dhn, A->h_out, m->output_norm.data, A->rstd_out, T, H);
-    if (hp->rope_dims > 0) ops_rope_table(cs, sn, 0, T, hp->rope_dims, hp->rope_base, (int)hp->rope_table);
-    float scale_att = 1.0f / sqrtf((float)d);
-
-    for (int64_t l = hp->n_layer - 1; l >= 0; l--) {
-        const model_layer *L = &m->layers[l];
-        const model_layer_acts *la = &A->layers[l];
-        if (l == hp->n_layer - 1) prof_mark(s, TRAIN_PROF_OUTPUT, &tp);
-        /* ---- FFN: h = h_mid + ffn(rmsnorm(h_mid)) ---- */
-        zero(du, (size_t)(T * H));
-        if (L->var.ffn == MODEL_FFN_DENSE) {
-            float *dhid = B + bl.dhid, *dgg = B + bl.dgg, *dug = B + bl.dug;
-            zero(dhid, (size_t)(T * Fd));
-            TRY(ops_matmul_backward(dhid, gptr(s, L->ffn_down.data), dh, la->d_hid, L->ffn_down.data, T, Fd, H));
-            ops_swiglu_backward(dgg, dug, dhid, la->d_gate, la->d_up, T * Fd);
-            TRY(ops_matmul_backward(du, gptr(s, L->ffn_gate.data), dgg, la->u, L->ffn_gate.data, T, H, Fd));
-            TRY(ops_matmul_backward(du, gptr(s, L->ffn_up.data), dug, la->u, L->ffn_up.data, T, H, Fd));
-        } else {
-            TRY(moe_backward(s, l, dh, du, T, &bl, aux_w));
-        }
-        ops_rmsnorm_backward(dh, gptr(s, L->ffn_norm.data), du, la->h_mid, L->ffn_norm.data, la->rstd_u, T, H);
-        prof_mark(s, TRAIN_PROF_FFN, &tp);
-        /* ---- attention: h_mid = h_in + Wo·attn(...) ---- */
-        zero(datty, (size_t)(T * P));
-        TRY(ops_matmul_backward(datty, gptr(s, L->wo.data), dh, la->atty, L->wo.data, T, P, H));
-        prof_mark(s, TRAIN_PROF_ATTN_MM, &tp);
-        TRY(ops_attention_backward(dq, dk, dv, datty, la->q, la->k, la->v, la->att, T, nh, nkv, d, scale_att));
-        if (L->var.rope_dims > 0) {
-            ops_rope_backward(dq, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
-            ops_rope_backward(dk, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
-        }
-        prof_mark(s, TRAIN_PROF_ATTN_CORE, &tp);
-        zero(dx, (size_t)(T * H));
-        TRY(ops_matmul_backward(dx, gptr(s, L->wv.data), dv, la->x, L->wv.data, T, H, Pkv));
-        float *dff = L->var.lfa ? df : dx;
-        if (L->var.lfa) zero(df, (size_t)(T * H));
-        TRY(ops_matmul_backward(dff, gptr(s, L->wq.data), dq, la->f, L->wq.data, T, H, P));
-        TRY(ops_matmul_backward(dff, gptr(s, L->wk.data), dk, la->f, L->wk.data, T, H, Pkv));
-        prof_mark(s, TRAIN_PROF_ATTN_MM, &tp);
-        if (L->var.lfa) {
-            float *dlin = B + bl.dtmp;
-            zero(dlin, (size_t)(T * H));
-            ops_rmsnorm_backward(dlin, gptr(s, L->lfa_norm.data), df, la->lfa_in, L->lfa_norm.data, la->rstd_lfa, T,
-                                 H);
-            ops_add(dx, dlin, T * H); /* lfa_in = o2 + x */
-            const float *c1 = L->lfa_c1.data, *c2 = L->lfa_c2.data;
-            float *gc1 = gptr(s, c1), *gc2 = gptr(s, c2);
-            zero(do1, (size_t)(T * Hh));
-            TRY(ops_conv2_causal_backward(do1, gc2, gc2 + Hh * H, gptr(s, L->lfa_b2.data), dlin, la->o1, c2, c2 + Hh * H,
-                                      T, Hh, H));
-            TRY(ops_conv2_causal_backward(dx, gc1, gc1 + Hh * H, gptr(s, L->lfa_b1.data), do1, la->x, c1, c1 + Hh * H, T,
-                                      H, Hh));
-        }
-        ops_rmsnorm_backward(dh, gptr(s, L->attn_norm.data), dx, la->h_in, L->attn_norm.data, la->rstd_x, T, H);
-        prof_mark(s, TRAIN_PROF_LFA, &tp);
-    }
-    ops_embed_backward(gptr(s, m->tok_embd.data), dh, in, T, H);
-    prof_mark(s, TRAIN_PROF_LFA, &tp);
-    return 0;
-fail:
-    return -1;
+    return train_rows(s, in, target, mask, 1, T, scale, ce_sum);
 }
 
 int train_eval_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T,

@@ -62,6 +62,8 @@ float train_lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float l
 
 /* ---- trainer ------------------------------------------------------------------------------------------ */
 
+#define TRAIN_MAX_GROUP 16 /* rows whose backward runs together (train_set_group) */
+
 typedef struct {
     float aux_lb;  /* Switch load-balancing loss coefficient (0 = off): α·E·Σ_e f_e·P_e per sequence */
     float aux_z;   /* router z-loss coefficient (0 = off): β·mean_t logsumexp(router logits)² */
@@ -81,7 +83,8 @@ enum {
 
 typedef struct {
     model *m;                 /* model_create'd; views into params */
-    float *params, *grads, *m1, *m2; /* flat [n] */
+    float *params;            /* = model_flat(m), the model's own buffer */
+    float *grads, *m1, *m2;   /* flat [n] */
     size_t n;
     train_segment *seg;       /* one per parameter tensor (tied output shares the embedding) */
     size_t n_seg;
@@ -93,7 +96,9 @@ typedef struct {
     double prof[TRAIN_PROF_N]; /* see TRAIN_PROF_* */
     bool prof_cpu;             /* prof counts process CPU time instead of wall time */
     /* internal */
-    model_acts *acts;
+    model_acts *acts;         /* = acts_g[0] */
+    model_acts *acts_g[TRAIN_MAX_GROUP]; /* activations of the rows of a group */
+    int64_t G;                /* rows per group (train_set_group) */
     seq_state *seq;
     float *logits;            /* [T, V] */
     float *buf;               /* backward scratch */
@@ -112,6 +117,16 @@ void train_zero_grad(train_state *s);
 // in, target, mask: [T]
 int train_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T, float scale,
               double *ce_sum);
+/* Same over n_rows rows of T tokens (in, target, mask: [n_rows, T]), in groups of s->G rows: each row runs its
+ * forward, then the layers' backward runs over the group, each expert once over the tokens of all its rows (bigger
+ * matrix products: faster than row by row; the sum order differs from train_seq's, by rounding only).
+ * *ce_sum (may be NULL) = Σ over all rows; s->aux_loss = the rows' aux losses. */
+int train_rows(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t n_rows,
+               int64_t T, float scale, double *ce_sum);
+/* Rows per group (1..TRAIN_MAX_GROUP; train_new sets 1): G sets of activations (model_acts_new) and scratch. On
+ * failure (out of memory) the trainer is left with one row per group. */
+int train_set_group(train_state *s, int64_t G);
+
 /* Forward only: Σ_t mask_t·ce_t of one sequence (no gradient). */
 int train_eval_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T,
                    double *ce_sum);

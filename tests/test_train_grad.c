@@ -114,6 +114,45 @@ static void run(const char *name) {
         free(g1);
     }
 #endif
+    /* train_rows with a group of 3 rows (the expert products run over the tokens of all rows) = the sum of 3
+     * train_seq calls, up to rounding; with the aux losses on; bitwise equal across thread counts */
+    {
+        int32_t ids3[24], tg3[24];
+        float mk3[24], *g1 = malloc(s->n * sizeof(float)), *g2 = malloc(s->n * sizeof(float));
+        for (int r = 0; r < 3; r++)
+            for (int t = 0; t < 8; t++) {
+                ids3[r * 8 + t] = ids[(t + 3 * r) % 8], tg3[r * 8 + t] = tg[(t + 5 * r) % 8];
+                mk3[r * 8 + t] = r == 2 && t < 3 ? 0.0f : mask[t];
+            }
+        s->aux.aux_lb = 0.3f, s->aux.aux_z = 0.2f;
+        double c1 = 0, a1 = 0, c2, c;
+        train_zero_grad(s);
+        for (int r = 0; r < 3; r++) {
+            T_CHECK(train_seq(s, ids3 + r * 8, tg3 + r * 8, mk3 + r * 8, 8, 0.05f, &c) == 0, "row %d", r);
+            c1 += c, a1 += s->aux_loss;
+        }
+        memcpy(g1, s->grads, s->n * sizeof(float));
+        T_CHECK(train_set_group(s, 3) == 0 && s->G == 3, "train_set_group(3): %s", moec_last_error());
+        train_zero_grad(s);
+        T_CHECK(train_rows(s, ids3, tg3, mk3, 3, 8, 0.05f, &c2) == 0, "train_rows: %s", moec_last_error());
+        T_CHECK(fabs(c2 - c1) < 1e-9 * c1 && fabs(s->aux_loss - a1) < 1e-9 * a1, "%s: group loss %.9g aux %.9g, rows %.9g %.9g",
+                name, c2, s->aux_loss, c1, a1);
+        double gmax = 0, err = 0;
+        for (size_t i = 0; i < s->n; i++) gmax = fmax(gmax, fabs(g1[i])), err = fmax(err, fabs(g1[i] - s->grads[i]));
+        T_CHECK(gmax > 0 && err < 1e-5 * gmax, "%s: group gradients vs row by row: max error %.3g of %.3g", name, err, gmax);
+#ifdef _OPENMP
+        memcpy(g2, s->grads, s->n * sizeof(float));
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(nt == 1 ? 2 : 1);
+        train_zero_grad(s);
+        train_rows(s, ids3, tg3, mk3, 3, 8, 0.05f, &c2);
+        omp_set_num_threads(nt);
+        T_CHECK(!memcmp(g2, s->grads, s->n * sizeof(float)), "%s: group gradients bitwise equal across thread counts", name);
+#endif
+        T_CHECK(train_set_group(s, 0) != 0 && train_set_group(s, 1) == 0 && s->G == 1, "train_set_group bounds");
+        s->aux.aux_lb = 0, s->aux.aux_z = 0;
+        free(g1), free(g2);
+    }
     /* 10 AdamW steps with clipping */
     train_opt_cfg oc;
     train_opt_defaults(&oc);
