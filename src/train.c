@@ -387,38 +387,46 @@ static int moe_backward(train_state *s, int64_t l, int64_t G, float *const *dffo
         moe_group(order, start, la->sel, T, E, K);
     }
     for (int64_t e = 0; e < E; e++) {
-        int64_t n = 0;
-        for (int64_t g = 0; g < G; g++) { /* gather the slots of every row routed to e */
+        int64_t n = 0, n0[TRAIN_MAX_GROUP + 1];
+        for (int64_t g = 0; g < G; g++) {
+            const int32_t *order = (const int32_t *)(B + bl->order + g * bl->row), *start = order + T * K;
+            n0[g] = n;
+            n += start[e + 1] - start[e];
+            s->expert_load[l * E + e] += (double)(start[e + 1] - start[e]);
+        }
+        n0[G] = n;
+        if (n == 0) continue;
+        /* gather the slots of every row routed to e (row g's slots at [n0[g], n0[g+1])) */
+#pragma omp parallel for schedule(static) if (n * F > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t g = 0;
+            while (i >= n0[g + 1]) g++;
             const model_layer_acts *la = &s->acts_g[g]->layers[l];
             const int32_t *order = (const int32_t *)(B + bl->order + g * bl->row), *start = order + T * K;
-            int64_t ne = start[e + 1] - start[e];
-            s->expert_load[l * E + e] += (double)ne;
-            for (int64_t i = 0; i < ne; i++, n++) {
-                int64_t r = order[start[e] + i], t = r / K;
-                float w = la->selw[r];
-                const float *dy = dffo[g] + t * H;
-                for (int64_t j = 0; j < H; j++) yg[n * H + j] = w * dy[j];
-                memcpy(xg + n * H, la->u + t * H, (size_t)H * sizeof(float));
-                memcpy(hidg + n * F, la->e_hid + r * F, (size_t)F * sizeof(float));
-                memcpy(gg + n * F, la->e_gate + r * F, (size_t)F * sizeof(float));
-                memcpy(ug + n * F, la->e_up + r * F, (size_t)F * sizeof(float));
-            }
+            int64_t r = order[start[e] + (i - n0[g])], t = r / K;
+            float w = la->selw[r];
+            const float *dy = dffo[g] + t * H;
+            for (int64_t j = 0; j < H; j++) yg[i * H + j] = w * dy[j];
+            memcpy(xg + i * H, la->u + t * H, (size_t)H * sizeof(float));
+            memcpy(hidg + i * F, la->e_hid + r * F, (size_t)F * sizeof(float));
+            memcpy(gg + i * F, la->e_gate + r * F, (size_t)F * sizeof(float));
+            memcpy(ug + i * F, la->e_up + r * F, (size_t)F * sizeof(float));
         }
-        if (n == 0) continue;
         zero(dhid, (size_t)(n * F));
         TRY(ops_matmul_backward(dhid, gptr(s, L->exp_down[e]), yg, hidg, L->exp_down[e], n, F, H));
         ops_swiglu_backward(dgg, dug, dhid, gg, ug, n * F);
         zero(dxg, (size_t)(n * H));
         TRY(ops_matmul_backward(dxg, gptr(s, L->exp_gate[e]), dgg, xg, L->exp_gate[e], n, H, F));
         TRY(ops_matmul_backward(dxg, gptr(s, L->exp_up[e]), dug, xg, L->exp_up[e], n, H, F));
-        n = 0;
-        for (int64_t g = 0; g < G; g++) { /* scatter */
+        /* scatter: a token meets expert e in one slot at most, so the target rows are distinct */
+#pragma omp parallel for schedule(static) if (n * H > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t g = 0;
+            while (i >= n0[g + 1]) g++;
             const int32_t *order = (const int32_t *)(B + bl->order + g * bl->row), *start = order + T * K;
-            for (int64_t i = 0; i < start[e + 1] - start[e]; i++, n++) {
-                float *d = du[g] + (order[start[e] + i] / K) * H;
-                const float *src = dxg + n * H;
-                for (int64_t j = 0; j < H; j++) d[j] += src[j];
-            }
+            float *d = du[g] + (order[start[e] + (i - n0[g])] / K) * H;
+            const float *src = dxg + i * H;
+            for (int64_t j = 0; j < H; j++) d[j] += src[j];
         }
     }
     for (int64_t g = 0; g < G; g++) {
