@@ -1,5 +1,7 @@
 /* kern_bench: GFLOP/s of kern_matmul (y[T, n_out] = x[T, n_in] · Wᵀ) per weight type and T, next to OpenBLAS
- * cblas_sgemm on the same fp32 problem. Usage: kern_bench [n_in n_out] [T...]. Built and run by bench/kern.sh. */
+ * cblas_sgemm on the same fp32 problem. Usage: kern_bench [n_in n_out] [T...]. Built and run by bench/kern.sh.
+ * Env: KB_CPUTIME=1 (process CPU time), KB_REPS=n (exactly n calls, no warm-up: for callgrind), KB_TYPES=Q4_0,F16
+ * (only the rows whose name contains one of these substrings, e.g. "openblas"), KB_NO_BWD=1. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +27,13 @@ static double now(void) {
 }
 
 static double bench(int (*fn)(void *), void *arg, double min_secs) {
+    const char *fixed = getenv("KB_REPS"); /* a fixed number of calls (for callgrind instruction counts) */
+    if (fixed && atoi(fixed) > 0) {
+        int n = atoi(fixed);
+        double t0 = now();
+        for (int i = 0; i < n; i++) fn(arg);
+        return (now() - t0) / n;
+    }
     fn(arg); /* warm-up */
     int reps = 0;
     double t0 = now(), t;
@@ -127,6 +136,8 @@ int main(int argc, char **argv) {
     printf("\n");
     for (int k = -1; k < ntypes; k++) {
         if (k >= 0 && !wq[k]) continue;
+        const char *only = getenv("KB_TYPES"); /* e.g. KB_TYPES=q4_0,f16 (openblas is "openblas") */
+        if (only && !strstr(only, k < 0 ? "openblas" : ggml_type_name(types[k]))) continue; /* "F16" also hits BF16 */
         printf("%-10s", k < 0 ? "openblas" : ggml_type_name(types[k]));
         for (int i = 0; i < nT; i++) {
             job j = {y, x, k < 0 ? (void *)wf : wq[k], k < 0 ? GGML_F32 : types[k], Ts[i], n_in, n_out};

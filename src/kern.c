@@ -491,7 +491,25 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
     for (int i = 0; i < NT; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), corr[i] = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(15);
     if (t == GGML_Q8_0) {
-        for (int64_t b = 0; b < nb32; b++) {
+        /* blocks in pairs, even blocks into acc, odd into acc2: two independent FMA chains (one chain is bound by the
+         * FMA latency, ~5 cycles per block, below the memory bandwidth at T = 1) */
+        int64_t b = 0;
+        for (; b + 2 <= nb32; b += 2) {
+            const uint8_t *blk = p + b * 34;
+            __m256i wq0 = _mm256_loadu_si256((const __m256i *)(blk + 2)),
+                    wq1 = _mm256_loadu_si256((const __m256i *)(blk + 36));
+            __m256i wa0 = _mm256_abs_epi8(wq0), wa1 = _mm256_abs_epi8(wq1);
+            float dw0 = f16s(blk), dw1 = f16s(blk + 34);
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NT; i++) {
+                __m256i aq0 = _mm256_loadu_si256((const __m256i *)a[i][b].q),
+                        aq1 = _mm256_loadu_si256((const __m256i *)a[i][b + 1].q);
+                __m256 s0 = mul_sum_us8(wa0, _mm256_sign_epi8(aq0, wq0)), s1 = mul_sum_us8(wa1, _mm256_sign_epi8(aq1, wq1));
+                acc[i] = _mm256_fmadd_ps(s0, _mm256_set1_ps(dw0 * a[i][b].d), acc[i]);
+                acc2[i] = _mm256_fmadd_ps(s1, _mm256_set1_ps(dw1 * a[i][b + 1].d), acc2[i]);
+            }
+        }
+        for (; b < nb32; b++) {
             const uint8_t *blk = p + b * 34;
             __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
             __m256i wa = _mm256_abs_epi8(wq);
@@ -501,19 +519,6 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
                 __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
                 __m256 s = mul_sum_us8(wa, _mm256_sign_epi8(aq, wq));
                 acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * a[i][b].d), acc[i]);
-            }
-        }
-    } else if (t == GGML_Q4_0) {
-        for (int64_t b = 0; b < nb32; b++) {
-            const uint8_t *blk = p + b * 18;
-            __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
-            __m256i wu = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
-            float dw = f16s(blk), dw8 = 8.0f * dw;
-            _Pragma("GCC unroll 4")
-            for (int i = 0; i < NT; i++) {
-                __m256i aq = _mm256_loadu_si256((const __m256i *)a[i][b].q);
-                acc[i] = _mm256_fmadd_ps(mul_sum_us8(wu, aq), _mm256_set1_ps(dw * a[i][b].d), acc[i]);
-                corr[i] += dw8 * a[i][b].ds;
             }
         }
     } else if (t == GGML_Q4_1) { /* x = d*q + m, q in 0..15: d*da*Σq·a + m*da*Σa */
@@ -614,6 +619,75 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_rows_body(float *y,
     }
 }
 
+/* Q4_0, 8 rows per pass with the rows in the vector lanes (no horizontal sums, one vector of scales): per block,
+ * the 16 nibble bytes of 8 rows are transposed as dwords (register j, lane r = bytes 4j..4j+3 of row r, i.e.
+ * elements 4j..4j+3 in the low nibbles and 16+4j.. in the high ones); each nibble vector meets the same 4 activation
+ * bytes broadcast to every lane (maddubs: unsigned nibbles 0..15 x signed activations); the 8 products per 16-bit
+ * lane are summed in int16 (|sum| <= 8*2*15*127 = 30480), then madd to int32, minus 8 * (sum of the activations)
+ * (the nibble offset), converted and scaled by dw[r] * da. Rows past o1 repeat the last row (never stored). Every
+ * row's result depends only on its own data, so any row grouping or thread count gives the same bits. */
+AVX2 static inline __attribute__((always_inline)) void q4_0_rows8_body(float *y, int64_t ldy, int accu,
+                                                                        const uint8_t *w, size_t rb,
+                                                                        const kq8 *const *a, int NT, int64_t o0,
+                                                                        int64_t o1, int64_t nb32) {
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    for (int64_t og = o0; og < o1; og += 8) {
+        const int nr = o1 - og < 8 ? (int)(o1 - og) : 8;
+        const uint8_t *rp[8];
+        for (int r = 0; r < 8; r++) rp[r] = w + (size_t)(og + (r < nr ? r : nr - 1)) * rb;
+        __m256 acc[4];
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb32; b++) {
+            const size_t off = (size_t)b * 18;
+#define LD2(r0, r1)                                                                                                    \
+    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(rp[r0] + off + 2))),             \
+                            _mm_loadu_si128((const __m128i *)(rp[r1] + off + 2)), 1)
+            __m256i y04 = LD2(0, 4), y15 = LD2(1, 5), y26 = LD2(2, 6), y37 = LD2(3, 7);
+#undef LD2
+            __m256i t0 = _mm256_unpacklo_epi32(y04, y15), t1 = _mm256_unpackhi_epi32(y04, y15);
+            __m256i t2 = _mm256_unpacklo_epi32(y26, y37), t3 = _mm256_unpackhi_epi32(y26, y37);
+            __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
+                            _mm256_unpackhi_epi64(t1, t3)};
+            __m128i sc = _mm_setr_epi16((short)ld16(rp[0] + off), (short)ld16(rp[1] + off), (short)ld16(rp[2] + off),
+                                        (short)ld16(rp[3] + off), (short)ld16(rp[4] + off), (short)ld16(rp[5] + off),
+                                        (short)ld16(rp[6] + off), (short)ld16(rp[7] + off));
+            const __m256 dwv = _mm256_cvtph_ps(sc);
+            __m256i p[4];
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NT; i++) p[i] = _mm256_setzero_si256();
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) {
+                __m256i lo = _mm256_and_si256(v[j], m4), hi = _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4);
+                _Pragma("GCC unroll 4")
+                for (int i = 0; i < NT; i++) {
+                    int32_t al, ah;
+                    memcpy(&al, a[i][b].q + 4 * j, 4);
+                    memcpy(&ah, a[i][b].q + 16 + 4 * j, 4);
+                    p[i] = _mm256_add_epi16(p[i], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(al)));
+                    p[i] = _mm256_add_epi16(p[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(ah)));
+                }
+            }
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < NT; i++) {
+                const kq8 *ab = &a[i][b];
+                __m256i is = _mm256_sub_epi32(_mm256_madd_epi16(p[i], ones), _mm256_set1_epi32(8 * (ab->s[0] + ab->s[1])));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dwv, _mm256_set1_ps(ab->d)), acc[i]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int i = 0; i < NT; i++) {
+            float out[8];
+            _mm256_storeu_ps(out, acc[i]);
+            float *yo = y + i * ldy + og;
+            if (accu)
+                for (int r = 0; r < nr; r++) yo[r] += out[r];
+            else
+                for (int r = 0; r < nr; r++) yo[r] = out[r];
+        }
+    }
+}
+
 /* one copy per (type, token count): the type tests and the token loop fold away */
 #define DQ_NT(TYPE)                                                                                                    \
     switch (nt) {                                                                                                      \
@@ -626,7 +700,14 @@ AVX2 static void dot_q_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t 
                                  const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
     switch (t) {
     case GGML_Q8_0: DQ_NT(GGML_Q8_0); break;
-    case GGML_Q4_0: DQ_NT(GGML_Q4_0); break;
+    case GGML_Q4_0:
+        switch (nt) {
+        case 4: q4_0_rows8_body(y, ldy, accu, w, rb, a, 4, o0, o1, nb32); break;
+        case 3: q4_0_rows8_body(y, ldy, accu, w, rb, a, 3, o0, o1, nb32); break;
+        case 2: q4_0_rows8_body(y, ldy, accu, w, rb, a, 2, o0, o1, nb32); break;
+        default: q4_0_rows8_body(y, ldy, accu, w, rb, a, 1, o0, o1, nb32); break;
+        }
+        break;
     case GGML_Q4_1: DQ_NT(GGML_Q4_1); break;
     case GGML_Q4_K: DQ_NT(GGML_Q4_K); break;
     default: DQ_NT(GGML_Q6_K); break;
