@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kern.h"
 #include "moe.h"
@@ -661,6 +663,22 @@ static int get_u64_arr(const gguf_file *f, const char *key, uint64_t *out, uint6
     return 0;
 }
 
+/* Give back the pages of a read-only private file mapping (the GGUF being loaded) that lie wholly inside
+ * [p, p+n): they were read once and are copied; the file stays mapped (re-read on access). Keeps the peak RSS
+ * of a training run at the trainer's own buffers. */
+static void drop_pages(const void *p, size_t n) {
+#if defined(MADV_DONTNEED) && defined(_SC_PAGESIZE)
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = (uintptr_t)p, b = a + n, u = (uintptr_t)pg;
+    a = (a + u - 1) / u * u;
+    b = b / u * u;
+    if (b > a) (void)madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 train_state *train_load(const char *path, int64_t T, train_progress *pr) {
     model *lm = NULL, *mc = NULL;
     train_state *s = NULL;
@@ -681,6 +699,7 @@ train_state *train_load(const char *path, int64_t T, train_progress *pr) {
         for (size_t r = 0; r < rows; r++)
             TRY(kern_row_to_f32(flat + p->offset + r * (size_t)p->ne[0], (const uint8_t *)q->view->data + r * rb,
                                 q->view->type, p->ne[0]));
+        drop_pages(q->view->data, rows * rb);
     }
     s = train_new(mc, T);
     TRY_PTR(s);
@@ -708,6 +727,7 @@ train_state *train_load(const char *path, int64_t T, train_progress *pr) {
             CHECK(t && t->type == GGML_F32 && t->n_dims == 1 && t->ne[0] == (int64_t)s->n,
                   "%s: tensor %s missing or not F32 [%zu]", path, names[i], s->n);
             memcpy(dst[i], t->data, s->n * sizeof(float));
+            drop_pages(t->data, s->n * sizeof(float));
         }
     }
     mc->meta = lm->gguf; /* checkpoints and exports keep the tokenizer and general.* keys */
