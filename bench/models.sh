@@ -4,6 +4,8 @@
 # (bench/report.py). Models: bench/make-models.sh (made on demand).
 # env: BENCH_THREADS="1 2"  BENCH_P=512  BENCH_N=128  BENCH_MODELS="file.gguf ..." (default: the made ones)
 #      BENCH_REPS=1 (repetitions per measurement; the best time of each phase is kept)
+#      BENCH_ROUNDS=1 (the whole series of measurements that many times, engines interleaved; report.py keeps the
+#      best pp and the best tg of each engine/model/threads: on a shared machine interference only slows down)
 #      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
 #      BENCH_BASE=path/to/other/moec (optional: a second moec binary, e.g. an older build, measured in the same run
 #      right after the first, as engine "moec-base": before/after ratios under the same machine load)
@@ -21,6 +23,7 @@ P=${BENCH_P:-512}
 N=${BENCH_N:-128}
 TMO=${BENCH_TIMEOUT:-1800}
 REPS=${BENCH_REPS:-1}
+ROUNDS=${BENCH_ROUNDS:-1}
 mkdir -p "$OUT" "$BUILD/bench"
 # a private copy of the binary: the build dir may be rebuilt by someone else during a long run
 cp "$MOEC" "$BUILD/bench/moec" || { echo "models: no moec binary at $MOEC"; exit 1; }
@@ -40,7 +43,7 @@ MODELS=${BENCH_MODELS:-$(ls "$OUT"/moe-llama-f16.gguf "$OUT"/moe-llama-q8_0.gguf
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)
 cpu=$(grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //; s/"/'"'"'/g')
-meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS,\"omp_wait_policy\":\"${OMP_WAIT_POLICY:-default}\",\"gomp_spincount\":\"${GOMP_SPINCOUNT:-default}\",\"base\":\"${BENCH_BASE:-}\"}"
+meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS,\"rounds\":$ROUNDS,\"omp_wait_policy\":\"${OMP_WAIT_POLICY:-default}\",\"gomp_spincount\":\"${GOMP_SPINCOUNT:-default}\",\"base\":\"${BENCH_BASE:-}\"}"
 
 # read bandwidth, before and after the runs (report.py uses the best: interference only lowers it)
 bw() {
@@ -57,6 +60,8 @@ if ! node -e 'require.resolve("./bench/node_modules/node-llama-cpp/package.json"
     peer=0
 fi
 
+for round in $(seq "$ROUNDS"); do
+[ "$ROUNDS" -gt 1 ] && echo "models: round $round of $ROUNDS" >&2
 for m in $MODELS; do
     arch=$("$MOEC" info "$m" 2>/dev/null | sed -n 's/^architecture: *//p')
     for t in $THREADS; do
@@ -81,7 +86,8 @@ for m in $MODELS; do
         fi
     done
 done
-bw
+bw  # after every round: the bound uses the best bandwidth seen
+done
 meta "{\"kind\":\"end\",\"load_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 rm -f "$OUT/err.txt"
 mv "$RES.tmp" "$RES"
