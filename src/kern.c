@@ -626,11 +626,78 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_rows_body(float *y,
  * lane are summed in int16 (|sum| <= 8*2*15*127 = 30480), then madd to int32, minus 8 * (sum of the activations)
  * (the nibble offset), converted and scaled by dw[r] * da. Rows past o1 repeat the last row (never stored). Every
  * row's result depends only on its own data, so any row grouping or thread count gives the same bits. */
+/* The 8 rows rp[0..7] at block offset off: v[j] (lane r = nibble bytes 4j..4j+3 of row r) and their 8 scales. */
+AVX2 static inline __attribute__((always_inline)) void q4_0_load8(const uint8_t *const *rp, size_t off, __m256i v[4],
+                                                                   __m256 *dwv) {
+#define LD2(r0, r1)                                                                                                    \
+    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(rp[r0] + off + 2))),             \
+                            _mm_loadu_si128((const __m128i *)(rp[r1] + off + 2)), 1)
+    __m256i y04 = LD2(0, 4), y15 = LD2(1, 5), y26 = LD2(2, 6), y37 = LD2(3, 7);
+#undef LD2
+    __m256i t0 = _mm256_unpacklo_epi32(y04, y15), t1 = _mm256_unpackhi_epi32(y04, y15);
+    __m256i t2 = _mm256_unpacklo_epi32(y26, y37), t3 = _mm256_unpackhi_epi32(y26, y37);
+    v[0] = _mm256_unpacklo_epi64(t0, t2);
+    v[1] = _mm256_unpackhi_epi64(t0, t2);
+    v[2] = _mm256_unpacklo_epi64(t1, t3);
+    v[3] = _mm256_unpackhi_epi64(t1, t3);
+    __m128i sc = _mm_setr_epi16((short)ld16(rp[0] + off), (short)ld16(rp[1] + off), (short)ld16(rp[2] + off),
+                                (short)ld16(rp[3] + off), (short)ld16(rp[4] + off), (short)ld16(rp[5] + off),
+                                (short)ld16(rp[6] + off), (short)ld16(rp[7] + off));
+    *dwv = _mm256_cvtph_ps(sc);
+}
+
+/* One block of 8 rows (nibbles lo[j], hi[j], j = 0..3, scales dwv) times NT tokens' block b, into acc[]. The
+ * arithmetic of every lane is fixed (the same in both callers below), so the panel and the direct path agree. */
+#define Q4_0_BLOCK(LO, HI)                                                                                             \
+    do {                                                                                                               \
+        __m256i p[4];                                                                                                  \
+        _Pragma("GCC unroll 4") for (int i = 0; i < NT; i++) p[i] = _mm256_setzero_si256();                            \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {                                                          \
+            __m256i lo = (LO), hi = (HI);                                                                              \
+            _Pragma("GCC unroll 4") for (int i = 0; i < NT; i++) {                                                     \
+                int32_t al, ah;                                                                                        \
+                memcpy(&al, a[i][b].q + 4 * j, 4);                                                                     \
+                memcpy(&ah, a[i][b].q + 16 + 4 * j, 4);                                                                \
+                p[i] = _mm256_add_epi16(p[i], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(al)));                        \
+                p[i] = _mm256_add_epi16(p[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(ah)));                        \
+            }                                                                                                          \
+        }                                                                                                              \
+        _Pragma("GCC unroll 4") for (int i = 0; i < NT; i++) {                                                         \
+            const kq8 *ab = &a[i][b];                                                                                  \
+            int32_t s01; /* the int16 pair s[0], s[1]: madd with 8s gives 8 * (s[0] + s[1]) in every lane */           \
+            memcpy(&s01, ab->s, 4);                                                                                    \
+            __m256i is = _mm256_sub_epi32(_mm256_madd_epi16(p[i], ones),                                               \
+                                          _mm256_madd_epi16(_mm256_set1_epi32(s01), eights));                          \
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dwv, _mm256_set1_ps(ab->d)), acc[i]);       \
+        }                                                                                                              \
+    } while (0)
+
+AVX2 static inline __attribute__((always_inline)) void q4_0_store8(float *y, int64_t ldy, int accu, const __m256 *acc,
+                                                                    int NT, int nr) {
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < NT; i++) {
+        float out[8];
+        _mm256_storeu_ps(out, acc[i]);
+        float *yo = y + i * ldy;
+        if (accu)
+            for (int r = 0; r < nr; r++) yo[r] += out[r];
+        else
+            for (int r = 0; r < nr; r++) yo[r] = out[r];
+    }
+}
+
+/* Q4_0, 8 rows per pass with the rows in the vector lanes (no horizontal sums, one vector of scales): per block,
+ * the 16 nibble bytes of 8 rows are transposed as dwords (register j, lane r = bytes 4j..4j+3 of row r, i.e.
+ * elements 4j..4j+3 in the low nibbles and 16+4j.. in the high ones); each nibble vector meets the same 4 activation
+ * bytes broadcast to every lane (maddubs: unsigned nibbles 0..15 x signed activations); the 8 products per 16-bit
+ * lane are summed in int16 (|sum| <= 8*2*15*127 = 30480), then madd to int32, minus 8 * (sum of the activations)
+ * (the nibble offset), converted and scaled by dw[r] * da. Rows past o1 repeat the last row (never stored). Every
+ * row's result depends only on its own data, so any row grouping or thread count gives the same bits. */
 AVX2 static inline __attribute__((always_inline)) void q4_0_rows8_body(float *y, int64_t ldy, int accu,
                                                                         const uint8_t *w, size_t rb,
                                                                         const kq8 *const *a, int NT, int64_t o0,
                                                                         int64_t o1, int64_t nb32) {
-    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), eights = _mm256_set1_epi16(8);
     for (int64_t og = o0; og < o1; og += 8) {
         const int nr = o1 - og < 8 ? (int)(o1 - og) : 8;
         const uint8_t *rp[8];
@@ -639,52 +706,67 @@ AVX2 static inline __attribute__((always_inline)) void q4_0_rows8_body(float *y,
         _Pragma("GCC unroll 4")
         for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb32; b++) {
-            const size_t off = (size_t)b * 18;
-#define LD2(r0, r1)                                                                                                    \
-    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(rp[r0] + off + 2))),             \
-                            _mm_loadu_si128((const __m128i *)(rp[r1] + off + 2)), 1)
-            __m256i y04 = LD2(0, 4), y15 = LD2(1, 5), y26 = LD2(2, 6), y37 = LD2(3, 7);
-#undef LD2
-            __m256i t0 = _mm256_unpacklo_epi32(y04, y15), t1 = _mm256_unpackhi_epi32(y04, y15);
-            __m256i t2 = _mm256_unpacklo_epi32(y26, y37), t3 = _mm256_unpackhi_epi32(y26, y37);
-            __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
-                            _mm256_unpackhi_epi64(t1, t3)};
-            __m128i sc = _mm_setr_epi16((short)ld16(rp[0] + off), (short)ld16(rp[1] + off), (short)ld16(rp[2] + off),
-                                        (short)ld16(rp[3] + off), (short)ld16(rp[4] + off), (short)ld16(rp[5] + off),
-                                        (short)ld16(rp[6] + off), (short)ld16(rp[7] + off));
-            const __m256 dwv = _mm256_cvtph_ps(sc);
-            __m256i p[4];
-            _Pragma("GCC unroll 4")
-            for (int i = 0; i < NT; i++) p[i] = _mm256_setzero_si256();
-            _Pragma("GCC unroll 4")
+            __m256i v[4];
+            __m256 dwv;
+            q4_0_load8(rp, (size_t)b * 18, v, &dwv);
+            Q4_0_BLOCK(_mm256_and_si256(v[j], m4), _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4));
+        }
+        q4_0_store8(y + og, ldy, accu, acc, NT, nr);
+    }
+}
+
+/* Q4_0 panel of rows [o0, o1): per group of 8 rows and block, the unpacked nibble vectors lo0, hi0, .. lo3, hi3 and
+ * the 8 scales (288 bytes), built once per work item and reused by all its tokens. */
+#define Q4P_BYTES 288
+AVX2 static void q4_0_pack(uint8_t *panel, const uint8_t *w, size_t rb, int64_t o0, int64_t o1, int64_t nb32) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t og = o0; og < o1; og += 8) {
+        const int nr = o1 - og < 8 ? (int)(o1 - og) : 8;
+        const uint8_t *rp[8];
+        for (int r = 0; r < 8; r++) rp[r] = w + (size_t)(og + (r < nr ? r : nr - 1)) * rb;
+        uint8_t *pg = panel + (size_t)((og - o0) / 8) * (size_t)nb32 * Q4P_BYTES;
+        for (int64_t b = 0; b < nb32; b++) {
+            __m256i v[4];
+            __m256 dwv;
+            q4_0_load8(rp, (size_t)b * 18, v, &dwv);
+            uint8_t *pb = pg + (size_t)b * Q4P_BYTES;
             for (int j = 0; j < 4; j++) {
-                __m256i lo = _mm256_and_si256(v[j], m4), hi = _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4);
-                _Pragma("GCC unroll 4")
-                for (int i = 0; i < NT; i++) {
-                    int32_t al, ah;
-                    memcpy(&al, a[i][b].q + 4 * j, 4);
-                    memcpy(&ah, a[i][b].q + 16 + 4 * j, 4);
-                    p[i] = _mm256_add_epi16(p[i], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(al)));
-                    p[i] = _mm256_add_epi16(p[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(ah)));
-                }
+                _mm256_store_si256((__m256i *)(pb + 64 * j), _mm256_and_si256(v[j], m4));
+                _mm256_store_si256((__m256i *)(pb + 64 * j + 32), _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4));
             }
-            _Pragma("GCC unroll 4")
-            for (int i = 0; i < NT; i++) {
-                const kq8 *ab = &a[i][b];
-                __m256i is = _mm256_sub_epi32(_mm256_madd_epi16(p[i], ones), _mm256_set1_epi32(8 * (ab->s[0] + ab->s[1])));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dwv, _mm256_set1_ps(ab->d)), acc[i]);
-            }
+            _mm256_store_ps((float *)(pb + 256), dwv);
         }
+    }
+}
+
+AVX2 static inline __attribute__((always_inline)) void q4_0_panel_body(float *y, int64_t ldy, int accu,
+                                                                        const uint8_t *panel, const kq8 *const *a,
+                                                                        int NT, int64_t o0, int64_t o1, int64_t nb32) {
+    const __m256i ones = _mm256_set1_epi16(1), eights = _mm256_set1_epi16(8);
+    for (int64_t og = o0; og < o1; og += 8) {
+        const int nr = o1 - og < 8 ? (int)(o1 - og) : 8;
+        const uint8_t *pg = panel + (size_t)((og - o0) / 8) * (size_t)nb32 * Q4P_BYTES;
+        __m256 acc[4];
         _Pragma("GCC unroll 4")
-        for (int i = 0; i < NT; i++) {
-            float out[8];
-            _mm256_storeu_ps(out, acc[i]);
-            float *yo = y + i * ldy + og;
-            if (accu)
-                for (int r = 0; r < nr; r++) yo[r] += out[r];
-            else
-                for (int r = 0; r < nr; r++) yo[r] = out[r];
+        for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb32; b++) {
+            const uint8_t *pb = pg + (size_t)b * Q4P_BYTES;
+            const __m256 dwv = _mm256_load_ps((const float *)(pb + 256));
+            Q4_0_BLOCK(_mm256_load_si256((const __m256i *)(pb + 64 * j)),
+                       _mm256_load_si256((const __m256i *)(pb + 64 * j + 32)));
         }
+        q4_0_store8(y + og, ldy, accu, acc, NT, nr);
+    }
+}
+
+/* tokens [0, nt) (nt any) of rows [o0, o1) from a packed panel, 4 tokens per pass */
+AVX2 static void q4_0_panel_rows(float *y, int64_t ldy, int accu, const uint8_t *panel, const kq8 *const *a, int nt,
+                                 int64_t o0, int64_t o1, int64_t nb32) {
+    switch (nt) {
+    case 4: q4_0_panel_body(y, ldy, accu, panel, a, 4, o0, o1, nb32); break;
+    case 3: q4_0_panel_body(y, ldy, accu, panel, a, 3, o0, o1, nb32); break;
+    case 2: q4_0_panel_body(y, ldy, accu, panel, a, 2, o0, o1, nb32); break;
+    default: q4_0_panel_body(y, ldy, accu, panel, a, 1, o0, o1, nb32); break;
     }
 }
 
@@ -819,9 +901,10 @@ static void panel_to_f32(int simd, float *dst, const uint8_t *w, size_t rb, ggml
 /* Each thread keeps a few buffers that grow on demand and are reused by every call (no malloc per call). They are
  * freed when the thread exits (a pthread key destructor) or by kern_release_scratch() on the calling thread.
  * KS_META and KS_ACT belong to the thread that calls kern_matmul_multi; KS_PANEL and KS_ACC are used by every team
- * thread inside the parallel region (the caller is team thread 0: distinct slots, so no aliasing); KS_GEMM by
+ * thread inside the parallel region (the caller is team thread 0: distinct slots, so no aliasing), KS_QPANEL too (Q4_0
+ * panels; a failed allocation there falls back to the direct kernel); KS_GEMM by
  * kern_gemm_acc's team. */
-enum { KS_META, KS_ACT, KS_PANEL, KS_ACC, KS_GEMM, KS_N };
+enum { KS_META, KS_ACT, KS_PANEL, KS_ACC, KS_QPANEL, KS_GEMM, KS_N };
 typedef struct {
     void *p;
     size_t cap;
@@ -928,6 +1011,21 @@ static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t
     const int accu = j->accumulate != 0;
     if (m->quant) {
         const int64_t nb32 = j->n_in / 32;
+#if KERN_X86 && defined(__GNUC__)
+        if (simd && t == GGML_Q4_0 && t1 - t0 > 4) { /* unpack the item's rows once for all its tokens */
+            uint8_t *qp = scratch(KS_QPANEL, (size_t)((o1 - o0 + 7) / 8) * (size_t)nb32 * Q4P_BYTES);
+            if (qp) { /* (without it: the direct kernel below, same bits) */
+                q4_0_pack(qp, wb, m->rb, o0, o1, nb32);
+                for (int64_t tt = t0; tt < t1; tt += 4) {
+                    int nt = t1 - tt < 4 ? (int)(t1 - tt) : 4;
+                    const kq8 *a[4];
+                    for (int i = 0; i < nt; i++) a[i] = m->xq + (tt + i) * nb32;
+                    q4_0_panel_rows(j->y + tt * m->ldy, m->ldy, accu, qp, a, nt, o0, o1, nb32);
+                }
+                return;
+            }
+        }
+#endif
         for (int64_t tt = t0; tt < t1; tt += 4) {
             int nt = t1 - tt < 4 ? (int)(t1 - tt) : 4;
             const kq8 *a[4];

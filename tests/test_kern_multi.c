@@ -226,6 +226,32 @@ int main(void) {
         for (int e = 0; e < 16; e++) s[e] = (spec){e < 8 ? GGML_Q4_0 : GGML_F16, 64, 512, 300, 0, 0, e % 2};
         check_batch(s, 16, "16 experts", &r);
     }
+    /* quantized types: a T-token call gives every token the bits of a one-token call (decode == prefill), whatever
+     * kernel the token count selects (Q4_0: the direct 8-row kernel up to 4 tokens, a packed panel above) */
+    {
+        const ggml_type qt[5] = {GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q6_K};
+        for (int scalar = 0; scalar < 2; scalar++)
+            for (int k = 0; k < 5; k++) {
+                const int64_t T = 70, n_in = 512, n_out = 77;
+                void *w = make_w(qt[k], n_in, n_out, &r);
+                float *x = randv((size_t)(T * n_in), &r), *y = malloc(sizeof(float) * T * n_out),
+                      *y1 = malloc(sizeof(float) * n_out);
+                kern_force_scalar(scalar);
+                T_CHECK(kern_matmul(y, x, w, qt[k], T, n_in, n_out) == 0, "prefill");
+                int bad = 0;
+                for (int64_t t = 0; t < T; t++) {
+                    T_CHECK(kern_matmul(y1, x + t * n_in, w, qt[k], 1, n_in, n_out) == 0, "decode");
+                    bad += memcmp(y1, y + t * n_out, sizeof(float) * n_out) != 0;
+                }
+                kern_force_scalar(0);
+                T_CHECK(bad == 0, "%s %s: %d of %lld tokens differ between the T=%lld call and one-token calls",
+                        ggml_type_name(qt[k]), scalar ? "scalar" : kern_path(), bad, (long long)T, (long long)T);
+                moec_free(w);
+                free(x);
+                free(y);
+                free(y1);
+            }
+    }
     /* errors: validated before anything is written */
     {
         float x[64] = {0}, y[8];
