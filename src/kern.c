@@ -1129,7 +1129,9 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
         } else {
             mgroup *gr = &g[ng++];
             gr->first = i;
-            if (j->T == 1) gr->rbk = 16, gr->tbk = 1; /* decode: rows interleave freely between threads */
+            /* decode: blocks of rows handed out dynamically (64 for quantized W: the Q4_0 kernel prefetches two groups
+             * of 8 rows ahead, which should be this thread's next rows) */
+            if (j->T == 1) gr->rbk = m->quant ? 64 : 16, gr->tbk = 1;
             else if (m->quant) gr->rbk = KQ_ROWS, gr->tbk = KQ_TOK;
             else if (j->T < 3) gr->rbk = 16, gr->tbk = j->T;
             else gr->rbk = KB_ROWS, gr->tbk = KB_TOK;
