@@ -98,6 +98,25 @@ int main(void) {
     T_CHECK(fabs(train_lr_at(500, 10, 110, 1, 0.1f) - 0.1f) < 1e-7, "after the end");
     T_CHECK(train_lr_at(50, 0, 0, 0.3f, 0.3f) == 0.3f, "constant");
 
+    {
+        const size_t n = 200011; /* 4 blocks, a partial one, a tail of 3 */
+        float *g = malloc(n * sizeof *g);
+        moec_rng r;
+        moec_rng_seed(&r, 9);
+        long double ref = 0;
+        for (size_t i = 0; i < n; i++) g[i] = moec_rng_normal(&r) * (i % 7 == 0 ? 30.0f : 0.01f), ref += (long double)g[i] * g[i];
+        double a = train_grad_norm(g, n);
+        int old = kern_force_scalar(1);
+        double b = train_grad_norm(g, n);
+        kern_force_scalar(old);
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(nt == 1 ? 2 : 1);
+        double c = train_grad_norm(g, n);
+        omp_set_num_threads(nt);
+        T_CHECK(a == b && a == c, "grad norm: AVX2 %.17g, scalar %.17g, other thread count %.17g: same bits", a, b, c);
+        T_CHECK(fabs(a - sqrt((double)ref)) < 1e-13 * a, "grad norm %.17g vs long double %.17g", a, sqrt((double)ref));
+        free(g);
+    }
     for (int k = 0; k < 2; k++) {
         train_opt_cfg oc;
         train_opt_defaults(&oc);
