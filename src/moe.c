@@ -70,7 +70,7 @@ void moe_group(int32_t *order, int32_t *start, const int32_t *sel, int64_t T, in
 }
 
 size_t moe_scratch_floats(int64_t T, int64_t H, int64_t F, int64_t k) {
-    return (size_t)T * (size_t)k * (size_t)(H + 3 * F);
+    return (size_t)T * (size_t)k * (size_t)(H + 2 * F);
 }
 size_t moe_scratch_ints(int64_t T, int64_t E, int64_t k) { return (size_t)(T * k + 2 * E + 1); }
 
@@ -81,9 +81,9 @@ int moe_experts_forward(float *out, const float *u, const int32_t *sel, const fl
                         const moe_experts *ex, float *scratch, int32_t *iscratch, float *save_gate, float *save_up,
                         float *save_hid, float *save_y) {
     int64_t H = ex->H, F = ex->F, E = ex->E, R = T * k;
-    /* grouped rows: slot order[i] (i in [start[e], start[e+1])) is row i of xg, g, up, hid, yg.
-     * yg reuses xg: the inputs are dead once gate and up are computed */
-    float *xg = scratch, *yg = xg, *g = xg + R * H, *up = g + R * F, *hid = up + R * F;
+    /* grouped rows: slot order[i] (i in [start[e], start[e+1])) is row i of xg, g, up, yg.
+     * yg reuses xg (the inputs are dead once gate and up are computed), hidden = silu(gate)·up overwrites g */
+    float *xg = scratch, *yg = xg, *g = xg + R * H, *up = g + R * F, *hid = g;
     int32_t *order = iscratch, *start = order + R;
     moe_group(order, start, sel, T, E, k);
     int64_t e0 = 0;
@@ -112,6 +112,12 @@ int moe_experts_forward(float *out, const float *u, const int32_t *sel, const fl
         if (kern_matmul_multi(jobs, 2 * na) != 0) return -1;
         /* the batch's rows are contiguous: [start[first], start[last + 1]) */
         int64_t s0 = start[act[0]], s1 = start[act[na - 1] + 1];
+        if (save_gate || save_up)
+            for (int64_t i = s0; i < s1; i++) {
+                int64_t r = order[i];
+                if (save_gate) memcpy(save_gate + r * F, g + i * F, (size_t)F * sizeof(float));
+                if (save_up) memcpy(save_up + r * F, up + i * F, (size_t)F * sizeof(float));
+            }
         ops_swiglu(hid + s0 * F, g + s0 * F, up + s0 * F, (s1 - s0) * F);
         for (int a = 0; a < na; a++) {
             int64_t e = act[a], r0 = start[e], n = start[e + 1] - r0;
@@ -128,8 +134,6 @@ int moe_experts_forward(float *out, const float *u, const int32_t *sel, const fl
                 float *o = out + t * H;
                 const float *y = yg + i * H;
                 for (int64_t j = 0; j < H; j++) o[j] += wt * y[j];
-                if (save_gate) memcpy(save_gate + r * F, g + i * F, (size_t)F * sizeof(float));
-                if (save_up) memcpy(save_up + r * F, up + i * F, (size_t)F * sizeof(float));
                 if (save_hid) memcpy(save_hid + r * F, hid + i * F, (size_t)F * sizeof(float));
                 if (save_y) memcpy(save_y + r * H, y, (size_t)H * sizeof(float));
             }
