@@ -46,7 +46,7 @@ typedef struct {
 #define KB_ROWS 32    /* rows per work item (float GEMM) */
 #endif
 #ifndef KB_TOK
-#define KB_TOK 96     /* tokens per work item (float GEMM) */
+#define KB_TOK 256     /* tokens per work item (float GEMM) */
 #endif
 #define KQ_TOK 64     /* tokens per work item (quantized) */
 #define KQ_ROWS 64    /* rows per work item (quantized) */

@@ -184,9 +184,9 @@ int main(int argc, char **argv) {
     const ggml_type ft[3] = {GGML_F32, GGML_F16, GGML_BF16};
     const ggml_type qt[5] = {GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q6_K};
     for (int scalar = 0; scalar < 2; scalar++) {
-        /* float types: odd n_in (k tails), partial 3x4 tiles, > 1 k panel (512), > 1 row block (64), > 1 token block */
+        /* float types: odd n_in (k tails), partial 3x4 tiles, > 1 k panel (1024), > 1 row block (32), > 1 token block (256) */
         const int64_t fs[][3] = {{1, 35, 7}, {2, 8, 1}, {3, 16, 4}, {5, 37, 9}, {7, 1030, 67}, {100, 520, 70},
-                                 {1, 1024, 130}, {4, 1, 3}};
+                                 {1, 1024, 130}, {4, 1, 3}, {300, 40, 37}};
         for (int k = 0; k < 3; k++)
             for (size_t s = 0; s < sizeof fs / sizeof fs[0]; s++)
                 check_case(ft[k], fs[s][0], fs[s][1], fs[s][2], scalar, &r);
