@@ -363,6 +363,17 @@ AVX2 static inline __m256 load8_bf16(const uint8_t *p) {
 }
 AVX2 static inline float f16s(const uint8_t *p) { return _cvtsh_ss(ld16(p)); }
 
+/* Software prefetch KPF_DIST bytes ahead of the weights being read, one line per 64 bytes consumed: a linear stream
+ * that runs on into the next rows (the matrix is contiguous). prefetch never faults; the address is formed as an
+ * integer, so it may lie past the end of the matrix. */
+#ifndef KPF_DIST
+#define KPF_DIST 1024  /* float rows (F16 decode, moe-llama-f16: 1024 +5-10%, 2048 slower than none) */
+#endif
+#ifndef KPF_QDIST
+#define KPF_QDIST 2048 /* quantized rows (Q8_0 decode, moe-llama-q8_0: +13-20%) */
+#endif
+#define KPF(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T0)
+
 AVX2 static inline __attribute__((always_inline)) float dot_f_avx2(const void *w, ggml_type t, const float *x,
                                                                    int64_t n) {
     const uint8_t *p = w;
@@ -385,6 +396,7 @@ AVX2 static inline __attribute__((always_inline)) float dot_f_avx2(const void *w
         }
     } else if (t == GGML_F16) {
         for (; i + 32 <= n; i += 32) {
+            KPF((uintptr_t)p + 2 * i + KPF_DIST);
             a0 = _mm256_fmadd_ps(load8_f16(p + 2 * i), _mm256_loadu_ps(x + i), a0);
             a1 = _mm256_fmadd_ps(load8_f16(p + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
             a2 = _mm256_fmadd_ps(load8_f16(p + 2 * i + 32), _mm256_loadu_ps(x + i + 16), a2);
@@ -394,6 +406,7 @@ AVX2 static inline __attribute__((always_inline)) float dot_f_avx2(const void *w
         for (; i < n; i++) tail += _cvtsh_ss(ld16(p + 2 * i)) * x[i];
     } else {
         for (; i + 32 <= n; i += 32) {
+            KPF((uintptr_t)p + 2 * i + KPF_DIST);
             a0 = _mm256_fmadd_ps(load8_bf16(p + 2 * i), _mm256_loadu_ps(x + i), a0);
             a1 = _mm256_fmadd_ps(load8_bf16(p + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
             a2 = _mm256_fmadd_ps(load8_bf16(p + 2 * i + 32), _mm256_loadu_ps(x + i + 16), a2);
@@ -496,6 +509,8 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
         int64_t b = 0;
         for (; b + 2 <= nb32; b += 2) {
             const uint8_t *blk = p + b * 34;
+            KPF((uintptr_t)blk + KPF_QDIST);
+            KPF((uintptr_t)blk + KPF_QDIST + 64);
             __m256i wq0 = _mm256_loadu_si256((const __m256i *)(blk + 2)),
                     wq1 = _mm256_loadu_si256((const __m256i *)(blk + 36));
             __m256i wa0 = _mm256_abs_epi8(wq0), wa1 = _mm256_abs_epi8(wq1);
@@ -524,6 +539,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
     } else if (t == GGML_Q4_1) { /* x = d*q + m, q in 0..15: d*da*Σq·a + m*da*Σa */
         for (int64_t b = 0; b < nb32; b++) {
             const uint8_t *blk = p + b * 20;
+            if (b % 3 == 0) KPF((uintptr_t)blk + KPF_QDIST);
             __m128i v = _mm_loadu_si128((const __m128i *)(blk + 4));
             __m256i wu = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
             float dw = f16s(blk), mw = f16s(blk + 2);
@@ -537,6 +553,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
     } else if (t == GGML_Q4_K) {
         for (int64_t sb = 0; sb < nb32 / 8; sb++) {
             const uint8_t *blk = p + sb * 144;
+            for (int l = 0; l < 3; l++) KPF((uintptr_t)blk + KPF_QDIST + 64 * l);
             float d = f16s(blk), dmin = f16s(blk + 2);
             /* the 8 six-bit scales and mins, branch-free on 32-bit words (layout: quant_q4_k_scale_min) */
             uint32_t u[3], scw[2], mnw[2];
@@ -570,6 +587,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_avx2_body(float *ou
             const uint8_t *blk = p + sb * 210;
             const int8_t *sc = (const int8_t *)(blk + 192);
             float d = f16s(blk + 208);
+            for (int l = 0; l < 4; l++) KPF((uintptr_t)blk + KPF_QDIST + 64 * l);
             for (int h = 0; h < 2; h++) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
