@@ -29,8 +29,9 @@ static void usage(FILE *f) {
             "  --eval-every N (0 = off)  --eval-rows N (32; the last step uses all)\n"
             "  --save-every N (100; 0 = only at the end)  --no-save (no checkpoint at all: benchmarks)\n"
             "  --log-every N (1)  --quiet\n"
-            "  --group G         rows whose backward runs together (default min(B*A, 4); 1..16): bigger expert\n"
-            "                    products, G sets of activations in memory; results differ from G=1 by rounding\n"
+            "  --group G         rows whose backward runs together (default min(B*A, 4), fewer if G rows of\n"
+            "                    activations would pass ~512 MB; 1..16): bigger expert products, G sets of\n"
+            "                    activations in memory; results differ from G=1 by rounding\n"
             "  --peak GFLOPS     matmul peak the progress line reports its share of (default: moec's fp32 GEMM\n"
             "                    measured at start; FLOPs per token as train_flops_per_token, see docs/training.md)\n");
 }
@@ -243,7 +244,10 @@ int cmd_train(int argc, char **argv) {
     pr.opt_kind = (int32_t)oc.kind;
     pr.lr = (float)lr, pr.lr_min = (float)lr_min;
 
-    if (group == 0) group = rows_per_step < 4 ? rows_per_step : 4;
+    if (group == 0) { /* up to 4 rows, within ~512 MB of activations (long sequences: fewer) */
+        group = rows_per_step < 4 ? rows_per_step : 4;
+        while (group > 1 && (double)group * train_row_bytes(s->m, T) > 512e6) group--;
+    }
     if (train_set_group(s, group) != 0) goto fail;
     uint64_t V = (uint64_t)s->m->hp.n_vocab;
     if (n_data == 1) {

@@ -332,6 +332,19 @@ fail:
     return NULL;
 }
 
+double train_row_bytes(const model *m, int64_t T) {
+    const model_hparams *hp = &m->hp;
+    double H = (double)hp->n_embd, P = (double)(hp->n_head * hp->head_dim), E = (double)hp->n_expert,
+           K = (double)(hp->n_expert_used > 0 ? hp->n_expert_used : 1),
+           F = (double)(hp->n_ff_exp > (int64_t)hp->n_ff ? hp->n_ff_exp : hp->n_ff);
+    /* per layer and token: ~10 rows of H (inputs, norms, LFA), q/k/v/attention output, the k experts' hidden,
+     * gate, up and output (or the dense FFN's), attention probabilities over T keys, router softmaxes */
+    double per_tok = 10.0 * H + 4.0 * P + K * (3.0 * F + H) + (double)hp->n_head * (double)T + E * E + 4.0 * E;
+    /* plus the group's backward scratch per row: gathered expert rows and per-row gradients */
+    double scratch = (double)T * (K * (3.0 * H + 6.0 * F) + 2.0 * H + K + E);
+    return 4.0 * ((double)hp->n_layer * (double)T * per_tok + scratch);
+}
+
 int train_set_group(train_state *s, int64_t G) {
     CHECK(G >= 1 && G <= TRAIN_MAX_GROUP, "train: group of %lld rows (1..%d)", (long long)G, TRAIN_MAX_GROUP);
     if (G == s->G) return 0;

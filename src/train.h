@@ -126,6 +126,8 @@ int train_rows(train_state *s, const int32_t *in, const int32_t *target, const f
 /* Rows per group (1..TRAIN_MAX_GROUP; train_new sets 1): G sets of activations (model_acts_new) and scratch. On
  * failure (out of memory) the trainer is left with one row per group. */
 int train_set_group(train_state *s, int64_t G);
+/* Estimated bytes one more row of a group costs (its activations and its share of the backward scratch). */
+double train_row_bytes(const model *m, int64_t T);
 
 /* Forward only: Σ_t mask_t·ce_t of one sequence (no gradient). */
 int train_eval_seq(train_state *s, const int32_t *in, const int32_t *target, const float *mask, int64_t T,
