@@ -217,7 +217,7 @@ int cmd_train(int argc, char **argv) {
         return cli_usage_error(cmd, "--optimizer must be adamw or sgd");
     if (!(lr > 0) || tokens < 0 || wd < 0 || b1 < 0 || b1 >= 1 || b2 < 0 || b2 >= 1 || clip < 0 || mom < 0 ||
         aux_lb < 0 || aux_z < 0 || !(peak >= 0))
-        return cli_usage_error(cmd, "learning rate, decay, betas, clip or aux coefficients out of range");
+        return cli_usage_error(cmd, "learning rate, decay, betas, clip, aux coefficients or --peak out of range");
     if (lr_min < 0) lr_min = lr / 10;
     bool peak_given = peak > 0;
     int64_t rows_per_step = (int64_t)B * A;
