@@ -24,6 +24,13 @@
 #include "quant.h"
 #include "util.h"
 
+/* No implicit a*b+c fusion (clang contracts by default; gcc does not in ISO C mode): the scalar parts of a kernel
+ * (e.g. the per-token correction sums) must round the same way in every instantiation (1..4 tokens per pass), so a
+ * token's result does not depend on how many tokens share its call. Explicit _mm256_fmadd_ps is unaffected. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #define KERN_X86 1
 #include <cpuid.h>
