@@ -4,15 +4,21 @@
  * (functions with __attribute__((target(...))), used when the CPU has the features and MOEC_KERN != "scalar").
  *
  * Float weights (F32/F16/BF16):
- *   T < 3: one dot product per (row, token), weights converted on the fly (memory bound: decode).
+ *   T < 3: one dot product per (row, token), weights converted on the fly (memory bound: decode; software prefetch
+ *          1 KB ahead).
  *   T >= 3: cache-blocked GEMM. Work items are (block of KB_ROWS rows) x (block of KB_TOK tokens), each owned by one
  *           thread (so y needs no synchronisation). Inside an item, the k dimension is cut in panels of KB_K;
  *           panels are packed (F16/BF16 converted) to contiguous fp32 rows once into a thread buffer; a register-tiled
  *           micro-kernel computes 3 tokens x 4 rows of dot products (12 accumulators) per panel.
  * Quantized weights: the activations are quantized once per call to kq8 blocks (32 int8 + fp32 scale + the sums
  *   of each 16-half), then integer dot products (maddubs/madd) per weight block, scaled in fp32. One weight row is
- *   dotted with up to 4 tokens at a time so the unpacked weights are reused from registers.
- * Threads: one OpenMP parallel region per call, only when the call has enough work to pay for it. */
+ *   dotted with up to 4 tokens at a time so the unpacked weights are reused from registers. Q4_0 instead puts 8 rows
+ *   in the vector lanes (nibbles transposed as dwords, activations broadcast; see q4_0_rows8_body), unpacked once
+ *   per work item into a panel when the item has more than 4 tokens, with a linear software prefetch.
+ * Threads: kern_matmul_multi runs any number of independent products in one OpenMP parallel region (kern_matmul is
+ *   one job), only when the call has enough work to pay for it; work items (row blocks x token blocks of every job)
+ *   are handed out dynamically. Per-element arithmetic never depends on the item boundaries or the thread count.
+ * Buffers (quantized activations, panels) are per-thread scratch that grows and is reused: no malloc per call. */
 #include "kern.h"
 
 #include <float.h>
