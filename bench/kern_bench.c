@@ -1,7 +1,9 @@
 /* kern_bench: GFLOP/s of kern_matmul (y[T, n_out] = x[T, n_in] · Wᵀ) per weight type and T, next to OpenBLAS
  * cblas_sgemm on the same fp32 problem. Usage: kern_bench [n_in n_out] [T...]. Built and run by bench/kern.sh.
  * Env: KB_CPUTIME=1 (process CPU time), KB_REPS=n (exactly n calls, no warm-up: for callgrind), KB_TYPES=Q4_0,F16
- * (only the rows whose name contains one of these substrings, e.g. "openblas"), KB_NO_BWD=1. */
+ * (only the rows whose name contains one of these substrings, e.g. "openblas"), KB_NO_BWD=1.
+ * `kern_bench gemm [T...]`: kern_gemm_acc vs cblas_sgemm (beta 1) on the training backward shapes, dx += dy·W (A
+ * row-major) and dW += dyᵀ·x (A transposed) per (T, n_in, n_out), with the ratio kern/OpenBLAS of the same run. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -86,7 +88,67 @@ static int run_blas(void *a) {
     return 0;
 }
 
+/* kern_gemm_acc vs cblas_sgemm: C[M, N] += A·B with A [M, K] row-major (tr = 0) or Aᵀ stored [K, M] (tr = 1) */
+typedef struct {
+    float *c;
+    const float *a, *b;
+    int64_t M, N, K;
+    int tr;
+} gjob;
+static int run_gemm_kern(void *p) {
+    gjob *g = p;
+    return g->tr ? kern_gemm_acc(g->c, g->a, 1, g->M, g->b, g->M, g->N, g->K)
+                 : kern_gemm_acc(g->c, g->a, g->K, 1, g->b, g->M, g->N, g->K);
+}
+static int run_gemm_blas(void *p) {
+    gjob *g = p;
+    cblas_sgemm(CblasRowMajor, g->tr ? CblasTrans : CblasNoTrans, CblasNoTrans, (int)g->M, (int)g->N, (int)g->K, 1.0f,
+                g->a, g->tr ? (int)g->M : (int)g->K, g->b, (int)g->N, 1.0f, g->c, (int)g->N);
+    return 0;
+}
+static int gemm_mode(int argc, char **argv) {
+    int64_t Ts[8] = {256, 1024};
+    int nT = 2;
+    if (argc > 2) {
+        nT = 0;
+        for (int a = 2; a < argc && nT < 8; a++) Ts[nT++] = atoll(argv[a]);
+    }
+    /* (n_in, n_out) of the trained model's products: expert up/gate, expert down, attention, output head */
+    const int64_t sh[][2] = {{512, 1024}, {1024, 512}, {512, 512}, {512, 8192}};
+    moec_rng r;
+    moec_rng_seed(&r, 2);
+    printf("kern_bench gemm: C[M,N] += A[M,K]·B[K,N], GFLOP/s = 2MNK/time, threads=%s, path=%s\n",
+           getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "?", kern_path());
+    printf("%-26s %8s %8s %8s %8s %8s %8s\n", "product (M N K)", "kern", "openblas", "ratio", "(dW) kern", "openblas",
+           "ratio");
+    for (int t = 0; t < nT; t++)
+        for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++) {
+            int64_t T = Ts[t], ni = sh[s][0], no = sh[s][1];
+            float *w = moec_alloc((size_t)(ni * no) * 4), *dw = moec_alloc((size_t)(ni * no) * 4),
+                  *x = moec_alloc((size_t)(T * ni) * 4), *dx = moec_alloc((size_t)(T * ni) * 4),
+                  *dy = moec_alloc((size_t)(T * no) * 4);
+            if (!w || !dw || !x || !dx || !dy) return 1;
+            for (int64_t i = 0; i < ni * no; i++) w[i] = moec_rng_normal(&r) * 0.02f, dw[i] = 0.0f;
+            for (int64_t i = 0; i < T * ni; i++) x[i] = moec_rng_normal(&r), dx[i] = 0.0f;
+            for (int64_t i = 0; i < T * no; i++) dy[i] = moec_rng_normal(&r);
+            char name[64];
+            snprintf(name, sizeof name, "dx %lld %lld %lld", (long long)T, (long long)ni, (long long)no);
+            printf("%-26s", name);
+            gjob jobs[2] = {{dx, dy, w, T, ni, no, 0}, {dw, dy, x, no, ni, T, 1}};
+            for (int k = 0; k < 2; k++) {
+                double fl = 2.0 * (double)T * (double)ni * (double)no * 1e-9;
+                double gk = fl / bench(run_gemm_kern, &jobs[k], 0.3), gb = fl / bench(run_gemm_blas, &jobs[k], 0.3);
+                printf(" %8.1f %8.1f %7.2fx", gk, gb, gk / gb);
+                fflush(stdout);
+            }
+            printf("\n");
+            moec_free(w), moec_free(dw), moec_free(x), moec_free(dx), moec_free(dy);
+        }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "gemm") == 0) return gemm_mode(argc, argv);
     int64_t n_in = 4096, n_out = 4096;
     int64_t Ts[8] = {1, 16, 512};
     int nT = 3, a = 1;

@@ -23,6 +23,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1296,6 +1297,60 @@ AVX2 static void gnn_strip_avx2(float *c, int64_t ldc, const float *a, int64_t a
     default: gnn_body(c, ldc, a, ars, acs, bp, 16, 1, kc); break;
     }
 }
+
+/* B panel bt[kc x nc16] (row stride ldb) -> nc16/16 strips of [kc x 16], strip js at dst + js*kc. Reads B rows
+ * contiguously. */
+AVX2 static void gnn_pack_b(float *dst, const float *bt, int64_t ldb, int64_t nc16, int64_t kc) {
+    for (int64_t k = 0; k < kc; k++) {
+        const float *src = bt + k * ldb;
+        float *d = dst + k * 16;
+        for (int64_t js = 0; js < nc16; js += 16) {
+            _mm256_storeu_ps(d + js * kc, _mm256_loadu_ps(src + js));
+            _mm256_storeu_ps(d + js * kc + 8, _mm256_loadu_ps(src + js + 8));
+        }
+    }
+}
+
+/* A rows [i0, i1) x k [k0, k0 + kc) -> strips of 6 rows, k-major (ps[k*6 + ii]), strip s at dst + 6*s*kc. M = all
+ * rows of A (reads stay inside rows < M). Vector stores of 8 floats overlap the next 2 slots, which are written
+ * afterwards (strips and k in ascending order): dst needs 8 floats of room after the last strip. */
+AVX2 static void gnn_pack_a(float *dst, const float *a, int64_t ars, int64_t acs, int64_t M, int64_t i0, int64_t i1,
+                            int64_t k0, int64_t kc) {
+    for (int64_t i = i0; i < i1; i += 6) {
+        int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+        float *ps = dst + (i - i0) * kc;
+        const float *at = a + i * ars + k0 * acs;
+        int64_t k = 0;
+        if (acs == 1 && mr == 6) { /* rows contiguous along k: 6 rows x 8 k transposed in registers */
+            const __m256 z = _mm256_setzero_ps();
+            for (; k + 8 <= kc; k += 8) {
+                __m256 r0 = _mm256_loadu_ps(at + k), r1 = _mm256_loadu_ps(at + ars + k),
+                       r2 = _mm256_loadu_ps(at + 2 * ars + k), r3 = _mm256_loadu_ps(at + 3 * ars + k),
+                       r4 = _mm256_loadu_ps(at + 4 * ars + k), r5 = _mm256_loadu_ps(at + 5 * ars + k);
+                __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+                __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+                __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+                __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+                __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+                __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
+                __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
+                float *d = ps + k * 6;
+                _mm256_storeu_ps(d, _mm256_permute2f128_ps(s0, s4, 0x20));
+                _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(s1, s5, 0x20));
+                _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(s2, s6, 0x20));
+                _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(s3, s7, 0x20));
+                _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(s0, s4, 0x31));
+                _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(s1, s5, 0x31));
+                _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(s2, s6, 0x31));
+                _mm256_storeu_ps(d + 42, _mm256_permute2f128_ps(s3, s7, 0x31));
+            }
+        } else if (ars == 1 && i + 8 <= M) { /* transposed A: the 6 rows are contiguous at each k */
+            for (; k < kc; k++) _mm256_storeu_ps(ps + k * 6, _mm256_loadu_ps(at + k * acs));
+        }
+        for (; k < kc; k++)
+            for (int ii = 0; ii < mr; ii++) ps[k * 6 + ii] = at[ii * ars + k * acs];
+    }
+}
 #endif
 
 int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t M, int64_t N,
@@ -1303,57 +1358,63 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
     if (M < 0 || N < 0 || K < 0) return moec_set_error("kern_gemm_acc: bad shape");
     if (M == 0 || N == 0 || K == 0) return 0;
     const int simd = use_simd();
-    const int par = (double)M * (double)N * (double)K >= PAR_MIN_MACS;
-    int64_t n_mb = (M + GN_MB - 1) / GN_MB, n_nb = (N + GN_NB - 1) / GN_NB;
+    const int par = (double)M * (double)N * (double)K >= PAR_MIN_MACS && !omp_in_parallel();
+    /* Work items: (column block of GN_NB) x (group of row blocks of GN_MB). Each item packs its B panel once per k
+     * chunk and meets it with every A block of its group. The split only decides which thread computes which
+     * elements, never how: each element of C gets, per k chunk of GN_KC (ascending), its own sum over k ascending
+     * added to it, so the bits do not depend on the thread count or the groups. */
+    const int64_t n_mb = (M + GN_MB - 1) / GN_MB, n_nb = (N + GN_NB - 1) / GN_NB;
+    int64_t want = par ? 3 * (int64_t)omp_get_max_threads() : 1; /* items wanted for load balance */
+    int64_t n_mg = (want + n_nb - 1) / n_nb;
+    if (n_mg > n_mb) n_mg = n_mb;
+    if (n_mg < 1) n_mg = 1;
+    const int64_t g_mb = (n_mb + n_mg - 1) / n_mg; /* row blocks per group */
+    n_mg = (n_mb + g_mb - 1) / g_mb;
     int bad = 0;
 #pragma omp parallel if (par)
     {
-        /* B panel [kc x nc] packed as nc/16 strips of [kc x 16] (the column tail stays in place) */
-        float *pk = scratch(KS_GEMM, (size_t)GN_KC * (GN_NB + GN_MB + 6) * sizeof(float));
+        /* packed B panel [kc x nc] as nc/16 strips of [kc x 16] (the column tail stays in place), then packed A
+         * block [mb x kc] in strips of 6 rows (+ 8 floats of room for the overlapping stores) */
+        float *pk = scratch(KS_GEMM, ((size_t)GN_KC * (GN_NB + GN_MB + 6) + 8) * sizeof(float));
         float *pa = pk ? pk + (size_t)GN_KC * GN_NB : NULL;
         if (!pk) {
 #pragma omp atomic write
             bad = 1;
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < n_mb * n_nb; it++) {
+        for (int64_t it = 0; it < n_mg * n_nb; it++) {
             if (!pk) continue;
-            int64_t i0 = (it / n_nb) * GN_MB, j0 = (it % n_nb) * GN_NB;
-            int64_t i1 = i0 + GN_MB < M ? i0 + GN_MB : M, nc = j0 + GN_NB < N ? GN_NB : N - j0;
+            int64_t g0 = (it / n_nb) * g_mb * GN_MB, j0 = (it % n_nb) * GN_NB;
+            int64_t g1 = g0 + g_mb * GN_MB < M ? g0 + g_mb * GN_MB : M, nc = j0 + GN_NB < N ? GN_NB : N - j0;
             int64_t nc16 = nc / 16 * 16;
             for (int64_t k0 = 0; k0 < K; k0 += GN_KC) {
                 int64_t kc = K - k0 < GN_KC ? K - k0 : GN_KC;
                 const float *bt = b + k0 * N + j0;
-                if (simd)
-                    for (int64_t js = 0; js < nc16; js += 16)
-                        for (int64_t k = 0; k < kc; k++) memcpy(pk + js * kc + k * 16, bt + k * N + js, 16 * sizeof(float));
 #if KERN_X86 && defined(__GNUC__)
                 if (simd) {
-                    /* A rows [i0, i1) x kc packed as strips of 6 rows, k-major (6 floats per k); then each packed B
-                     * strip (16 KB, stays in L1) meets every A strip */
-                    for (int64_t i = i0; i < i1; i += 6) {
-                        int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
-                        float *ps = pa + (i - i0) * kc;
-                        const float *at = a + i * a_rs + k0 * a_cs;
-                        for (int64_t k = 0; k < kc; k++)
-                            for (int ii = 0; ii < mr; ii++) ps[k * 6 + ii] = at[ii * a_rs + k * a_cs];
+                    gnn_pack_b(pk, bt, N, nc16, kc);
+                    for (int64_t i0 = g0; i0 < g1; i0 += GN_MB) {
+                        int64_t i1 = i0 + GN_MB < g1 ? i0 + GN_MB : g1;
+                        /* each packed B strip (16 KB, stays in L1) meets every A strip of the block */
+                        gnn_pack_a(pa, a, a_rs, a_cs, M, i0, i1, k0, kc);
+                        for (int64_t js = 0; js < nc16; js += 16)
+                            for (int64_t i = i0; i < i1; i += 6) {
+                                int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                                gnn_strip_avx2(c + i * N + j0 + js, N, pa + (i - i0) * kc, 1, 6, pk + js * kc, mr,
+                                               kc);
+                            }
+                        if (nc16 < nc)
+                            for (int64_t i = i0; i < i1; i += 6) {
+                                int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                                gnn_tile_scalar(c + i * N + j0 + nc16, N, a + i * a_rs + k0 * a_cs, a_rs, a_cs,
+                                                bt + nc16, N, mr, nc - nc16, kc);
+                            }
                     }
-                    for (int64_t js = 0; js < nc16; js += 16)
-                        for (int64_t i = i0; i < i1; i += 6) {
-                            int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
-                            gnn_strip_avx2(c + i * N + j0 + js, N, pa + (i - i0) * kc, 1, 6, pk + js * kc, mr, kc);
-                        }
-                    if (nc16 < nc)
-                        for (int64_t i = i0; i < i1; i += 6) {
-                            int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
-                            gnn_tile_scalar(c + i * N + j0 + nc16, N, a + i * a_rs + k0 * a_cs, a_rs, a_cs, bt + nc16,
-                                            N, mr, nc - nc16, kc);
-                        }
                     continue;
                 }
 #endif
-                for (int64_t i = i0; i < i1; i += 6) {
-                    int mr = i1 - i < 6 ? (int)(i1 - i) : 6;
+                for (int64_t i = g0; i < g1; i += 6) {
+                    int mr = g1 - i < 6 ? (int)(g1 - i) : 6;
                     gnn_tile_scalar(c + i * N + j0, N, a + i * a_rs + k0 * a_cs, a_rs, a_cs, bt, N, mr, nc, kc);
                 }
             }

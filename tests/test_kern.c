@@ -173,6 +173,65 @@ static void check_quantize_act(moec_rng *r) {
     free(qs);
 }
 
+/* kern_gemm_acc against an exact emulation of its documented summation order: per element, per k chunk of 256
+ * (ascending) a sum over k ascending started at 0, then added to C. The AVX2 path fuses each multiply-add (FMA)
+ * except in the last N % 16 columns of each 256-column block; the scalar path never fuses. Bitwise equal for 1 and
+ * all threads, on odd shapes: M < 6, M across row blocks of 96, N with column tails, K tails and several chunks,
+ * row-major, transposed (a_rs = 1) and general strides (padded rows). */
+static void check_gemm_acc(moec_rng *r) {
+    const int64_t shapes[][4] = {/* M, N, K, layout: 0 row-major, 1 transposed, 2 general */
+                                 {5, 37, 600, 0}, {97, 300, 257, 1}, {13, 16, 8, 0}, {400, 48, 300, 1},
+                                 {1, 1, 1, 0},    {7, 17, 9, 2},     {203, 33, 70, 0}, {11, 40, 513, 1}};
+    const int nthr = omp_get_max_threads();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], lay = shapes[s][3];
+        int64_t ars = lay == 0 ? K + 3 : lay == 1 ? 1 : 2 * K + 1, acs = lay == 0 ? 1 : lay == 1 ? M + 5 : 2;
+        size_t na = (size_t)((M - 1) * ars + (K - 1) * acs + 1);
+        float *a = malloc(sizeof(float) * na), *b = malloc(sizeof(float) * K * N), *c0 = malloc(sizeof(float) * M * N),
+              *c = malloc(sizeof(float) * M * N), *e = malloc(sizeof(float) * M * N);
+        for (size_t i = 0; i < na; i++) a[i] = moec_rng_normal(r);
+        for (int64_t i = 0; i < K * N; i++) b[i] = moec_rng_normal(r);
+        for (int64_t i = 0; i < M * N; i++) c0[i] = moec_rng_normal(r);
+        for (int scalar = 0; scalar < 2; scalar++) {
+            kern_force_scalar(scalar);
+            int fused = strcmp(kern_path(), "avx2") == 0;
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    int64_t jb = j / 256 * 256, nc = N - jb < 256 ? N - jb : 256;
+                    int fma_j = fused && j - jb < nc / 16 * 16;
+                    float v = c0[i * N + j];
+                    for (int64_t k0 = 0; k0 < K; k0 += 256) {
+                        float acc = 0.0f;
+                        for (int64_t k = k0; k < K && k < k0 + 256; k++) {
+                            float x = a[i * ars + k * acs], y = b[k * N + j];
+                            if (fma_j) {
+                                acc = fmaf(x, y, acc);
+                            } else {
+                                float p = x * y;
+                                acc += p;
+                            }
+                        }
+                        v += acc;
+                    }
+                    e[i * N + j] = v;
+                }
+            for (int th = 0; th < 2; th++) {
+                omp_set_num_threads(th ? nthr : 1);
+                memcpy(c, c0, sizeof(float) * M * N);
+                T_CHECK(kern_gemm_acc(c, a, ars, acs, b, M, N, K) == 0, "gemm_acc");
+                int64_t bad = 0;
+                for (int64_t i = 0; i < M * N; i++) bad += memcmp(&c[i], &e[i], sizeof(float)) != 0;
+                T_CHECK(bad == 0, "kern_gemm_acc %s M=%lld N=%lld K=%lld layout %lld threads %d: %lld values differ "
+                        "from the documented summation order", kern_path(), (long long)M, (long long)N, (long long)K,
+                        (long long)lay, th ? nthr : 1, (long long)bad);
+            }
+            omp_set_num_threads(nthr);
+            kern_force_scalar(0);
+        }
+        free(a), free(b), free(c0), free(c), free(e);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--path") == 0) { /* child: the path chosen from MOEC_KERN at the first call */
         printf("%s\n", kern_path());
@@ -269,6 +328,7 @@ int main(int argc, char **argv) {
             free(dy);
         }
     }
+    check_gemm_acc(&r);
     check_quantize_act(&r);
     /* MOEC_KERN=scalar is read at the first call: a child process started with it takes the scalar path */
     {
