@@ -18,6 +18,11 @@
  * Threads: kern_matmul_multi runs any number of independent products in one OpenMP parallel region (kern_matmul is
  *   one job), only when the call has enough work to pay for it; work items (row blocks x token blocks of every job)
  *   are handed out dynamically. Per-element arithmetic never depends on the item boundaries or the thread count.
+ * kern_gemm_acc (C += A·B, fp32, the backward pass): work items are (256 columns of C) x (a group of 96-row blocks),
+ *   the groups sized so there are ~3 items per thread. Per k chunk of 256 an item packs its B panel once into 16-column
+ *   strips, then per row block packs A into 6-row k-major strips (register transposes) and runs a 6x16 FMA
+ *   micro-kernel (12 accumulators, k unrolled by 4). Each element of C gets the same operations in the same order
+ *   whatever the items and threads: per chunk a sum over k ascending from 0, added to C.
  * Buffers (quantized activations, panels) are per-thread scratch that grows and is reused: no malloc per call. */
 #include "kern.h"
 
@@ -1272,7 +1277,7 @@ AVX2 static inline __attribute__((always_inline)) void gnn_body(float *c, int64_
                                                                  int64_t kc) {
     __m256 acc[6][2];
     _Pragma("GCC unroll 6") for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kc; k++) {
+    _Pragma("GCC unroll 4") for (int64_t k = 0; k < kc; k++) {
         __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
         _Pragma("GCC unroll 6") for (int i = 0; i < MR; i++) {
             __m256 av = _mm256_broadcast_ss(a + i * ars + k * acs);
