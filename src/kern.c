@@ -1233,8 +1233,9 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
 #pragma omp atomic write
             bad = 1;
         }
-        /* dynamic items: a thread the OS preempts does not hold the others up for half the work */
-#pragma omp for schedule(dynamic, 1)
+        /* dynamic items: a thread the OS preempts does not hold the others up for half the work; nowait: the
+         * region's own join is the only barrier needed after the last loop */
+#pragma omp for schedule(dynamic, 1) nowait
         for (int64_t it = 0; it < n_items; it++)
             if (ok) run_item(simd, mj, g, ng, it, panel, acct);
     }
@@ -1386,7 +1387,7 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
 #pragma omp atomic write
             bad = 1;
         }
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait /* the region's join follows */
         for (int64_t it = 0; it < n_mg * n_nb; it++) {
             if (!pk) continue;
             int64_t g0 = (it / n_nb) * g_mb * GN_MB, j0 = (it % n_nb) * GN_NB;
