@@ -7,6 +7,11 @@
 #                         (with q4_0 it keeps token_embd/output at q8_0); if that fails, written directly by
 #                         `moec init --type q8_0|q4_0` (same seed; every matrix but the router/LFA quantized)
 #   moe-yuan-f16.gguf     the same sizes as `yuan2moe` (attention router, LFA, no GQA: 16 KV heads, tied embedding)
+#   moe-llama16kv-f16.gguf  the fair `llama` twin of moe-yuan-f16 (issue 5): the same dim, layers, heads, 16 KV
+#                         heads, experts, FFN, vocab, tied embedding, 32 rope dims and eps 1e-6; it differs from
+#                         moe-yuan-f16 only by the LFA and the attention router (a linear router instead). yuan2moe
+#                         needs n_kv == n_head (docs/gguf-yuan2moe.md), so the twin takes yuan's KV heads.
+#                         Not in the default bench/models.sh list (BENCH_MODELS picks it)
 # usage: bench/make-models.sh [BUILD]
 set -eu
 cd "$(dirname "$0")/.."
@@ -24,6 +29,10 @@ if [ ! -f "$OUT/moe-llama-f16.gguf" ]; then
 fi
 if [ ! -f "$OUT/moe-yuan-f16.gguf" ]; then
     "$MOEC" init "$OUT/moe-yuan-f16.gguf" --arch yuan2moe --seed 1 "${COMMON[@]}"
+fi
+if [ ! -f "$OUT/moe-llama16kv-f16.gguf" ]; then
+    "$MOEC" init "$OUT/moe-llama16kv-f16.gguf" --arch llama --kv-heads 16 --tied on --rope-dims 32 --eps 1e-6 \
+        --seed 1 "${COMMON[@]}"
 fi
 for q in q8_0 q4_0; do
     [ -f "$OUT/moe-llama-$q.gguf" ] && continue
