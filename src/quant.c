@@ -188,11 +188,13 @@ static int ends_with(const char *s, const char *suf) {
 
 ggml_type quant_pick_type(const char *name, uint32_t n_dims, int64_t ne0, ggml_type cur, ggml_type target) {
     if (n_dims < 2 || !ends_with(name, ".weight") || strncmp(name, "train.", 6) == 0) return cur;
-    if (ends_with(name, "_norm.weight") || strstr(name, "ffn_gate_inp") || strstr(name, "ffn_router_") ||
-        strstr(name, "lfa_conv"))
-        return cur;
+    if (ends_with(name, "_norm.weight") || strstr(name, "ffn_gate_inp") || strstr(name, "ffn_router_")) return cur;
     ggml_type t = target;
-    if (target == GGML_Q4_0 && (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight"))) t = GGML_Q8_0;
+    /* the most sensitive matrices keep 8 bits at Q4_0: embedding, output, and the LFA convolutions (every token's
+     * attention input passes through them; 2·H² weights per layer, too many bytes to leave in F16/F32) */
+    if (target == GGML_Q4_0 &&
+        (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight") || strstr(name, "lfa_conv")))
+        t = GGML_Q8_0;
     size_t be = 1;
     if (ggml_type_block(t, &be, NULL) != 0 || ne0 % (int64_t)be != 0) return cur;
     return t;
