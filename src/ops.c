@@ -10,6 +10,7 @@
 
 #include "kern.h"
 #include "util.h"
+#include "vmath.h"
 
 int ops_embed(float *out, const int32_t *ids, int64_t T, const void *table, ggml_type type, int64_t H) {
     size_t rb = ggml_row_bytes(type, H);
@@ -121,36 +122,12 @@ static int ops_f16c(void) { return ops_simd(); }
 #if OPS_X86
 #define AVX __attribute__((target("avx2,fma,f16c")))
 
-/* exp of 8 lanes: 2^n · p(r), n = round(x·log2 e), r = x − n·ln2 (two-part ln2, fused), p = Taylor series of
- * degree 7 (|r| <= ln2/2: truncation < 0.1 ulp; about 1 ulp in all). x < −87.33 gives 0 (libm: a denormal),
- * x > 88 is clamped to exp(88) (callers only need exp <= 1, or a huge value), NaN stays NaN. */
-AVX static inline __m256 exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.33f), hi = _mm256_set1_ps(88.0f);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606820309417e-06f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), y);            /* underflow -> 0 */
-    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN -> NaN */
-}
-
 AVX static void swiglu_avx2(float *out, const float *gate, const float *up, int64_t N) {
     const __m256 one = _mm256_set1_ps(1.0f);
     int64_t i = 0;
     for (; i + 8 <= N; i += 8) {
         __m256 z = _mm256_loadu_ps(gate + i);
-        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
+        __m256 e = vmath_exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(z, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
     }
     if (i < N) { /* tail through the same lanes (padded), so every element gets the same arithmetic */
@@ -158,7 +135,7 @@ AVX static void swiglu_avx2(float *out, const float *gate, const float *up, int6
         memcpy(z, gate + i, (size_t)(N - i) * sizeof(float));
         memcpy(u, up + i, (size_t)(N - i) * sizeof(float));
         __m256 zv = _mm256_loadu_ps(z);
-        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), zv));
+        __m256 e = vmath_exp8(_mm256_sub_ps(_mm256_setzero_ps(), zv));
         _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_div_ps(zv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u)));
         memcpy(out + i, o, (size_t)(N - i) * sizeof(float));
     }
@@ -173,7 +150,7 @@ AVX static void softmax_avx2(float *x, int64_t n) {
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        __m256 e = vmath_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
         _mm256_storeu_ps(x + i, e);
         s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
@@ -181,7 +158,7 @@ AVX static void softmax_avx2(float *x, int64_t n) {
     if (i < n) {
         float t[8];
         for (int l = 0; l < 8; l++) t[l] = i + l < n ? x[i + l] : -INFINITY;
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(t), m)); /* exp(-inf) = 0: padding adds nothing */
+        __m256 e = vmath_exp8(_mm256_sub_ps(_mm256_loadu_ps(t), m)); /* exp(-inf) = 0: padding adds nothing */
         _mm256_storeu_ps(t, e);
         memcpy(x + i, t, (size_t)(n - i) * sizeof(float));
         s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));

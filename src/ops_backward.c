@@ -9,6 +9,7 @@
 #include "kern.h"
 #include "ops.h"
 #include "util.h"
+#include "vmath.h"
 
 /* backward of kern_matmul (y = x·Wᵀ): the blocked fp32 GEMM of kern (deterministic for any thread count) */
 int ops_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
@@ -137,24 +138,6 @@ int ops_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 #include <immintrin.h>
 #define OPSB_X86 1
 #define AVX2FMA __attribute__((target("avx2,fma")))
-/* e^x for 8 lanes: x clamped to [-87.3, 88], e^x = 2^n·e^r with n = round(x·log2 e), r = x − n·ln 2 (two-part
- * ln 2), e^r by its degree-7 Taylor polynomial (|r| <= 0.35: relative error ~2e-7); below −87.3 gives 0. */
-AVX2FMA static inline __m256 bexp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.0f);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606820309417e-06f), r);
-    static const float c[8] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
-    __m256 p = _mm256_set1_ps(c[0]);
-    for (int k = 1; k < 8; k++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[k]));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), y);       /* underflow -> 0 */
-    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN stays NaN */
-}
-
 /* SwiGLU backward over [lo, hi) (the tail < 8 through padded lanes: the same arithmetic for every element) */
 AVX2FMA static void swiglu_bwd_avx2(float *dg, float *du, const float *dout, const float *g, const float *u,
                                     int64_t n) {
@@ -169,7 +152,7 @@ AVX2FMA static void swiglu_bwd_avx2(float *dg, float *du, const float *dout, con
         }
         __m256 z = _mm256_loadu_ps(full ? g + i : tz), go = _mm256_loadu_ps(full ? dout + i : to),
                uu = _mm256_loadu_ps(full ? u + i : tu);
-        __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, bexp8(_mm256_sub_ps(_mm256_setzero_ps(), z))));
+        __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, vmath_exp8(_mm256_sub_ps(_mm256_setzero_ps(), z))));
         __m256 vdu = _mm256_mul_ps(go, _mm256_mul_ps(z, sg));
         __m256 vdg = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(go, uu), sg),
                                    _mm256_add_ps(one, _mm256_mul_ps(z, _mm256_sub_ps(one, sg))));
@@ -185,7 +168,7 @@ AVX2FMA static void swiglu_bwd_avx2(float *dg, float *du, const float *dout, con
 #define OPSB_X86 0
 #endif
 
-/* backward of ops_swiglu (AVX2: exp through bexp8; chunks of 4096 in parallel) */
+/* backward of ops_swiglu (AVX2: exp through vmath_exp8; chunks of 4096 in parallel) */
 void ops_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, int64_t N) {
 #if OPSB_X86
     if (!strcmp(kern_path(), "avx2")) {

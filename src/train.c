@@ -27,8 +27,9 @@ void train_opt_defaults(train_opt_cfg *c) {
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #include <immintrin.h>
 #define TRAIN_X86 1
-/* AdamW over n elements, AVX2 (no FMA: every operation rounds as the scalar loop's, so both give the same bits). */
-__attribute__((target("avx2"))) static void adamw_avx2(float *p, const float *g, float *m, float *v, int64_t n,
+/* AdamW over the first n/8·8 of n elements, AVX2 (no FMA: every operation rounds as the scalar loop's, so both
+ * give the same bits); returns how many it did (the caller's scalar loop does the rest). */
+__attribute__((target("avx2"))) static int64_t adamw_avx2(float *p, const float *g, float *m, float *v, int64_t n,
                                                       float gs, float b1, float b2, float bc1, float bc2, float lr,
                                                       float eps, float wd) {
     const __m256 vgs = _mm256_set1_ps(gs), vb1 = _mm256_set1_ps(b1), va1 = _mm256_set1_ps(1.0f - b1),
@@ -46,15 +47,7 @@ __attribute__((target("avx2"))) static void adamw_avx2(float *p, const float *g,
         __m256 u = _mm256_add_ps(_mm256_div_ps(mh, _mm256_add_ps(_mm256_sqrt_ps(vh), veps)), _mm256_mul_ps(vwd, pi));
         _mm256_storeu_ps(p + i, _mm256_sub_ps(pi, _mm256_mul_ps(vlr, u)));
     }
-    for (; i < n; i++) {
-        float gi = g[i] * gs;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float mh = mi / bc1, vh = vi / bc2;
-        p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
-    }
+    return i;
 }
 #else
 #define TRAIN_X86 0
@@ -80,13 +73,13 @@ static void opt_step_scaled(const train_opt_cfg *c, float lr, int64_t t, float *
         for (int64_t ch = 0; ch < nch; ch++) {
             int64_t lo = ch * OPT_CHUNK, hi = lo + OPT_CHUNK < n ? lo + OPT_CHUNK : n;
             if (c->kind == TRAIN_OPT_ADAMW) {
+                int64_t i = lo;
 #if TRAIN_X86
-                if (simd) {
-                    adamw_avx2(ps + lo, gs_ + lo, ms + lo, vs + lo, hi - lo, gs, b1, b2, bc1, bc2, lr, eps, wd);
-                    continue;
-                }
+                if (simd)
+                    i += adamw_avx2(ps + lo, gs_ + lo, ms + lo, vs + lo, hi - lo, gs, b1, b2, bc1, bc2, lr, eps,
+                                    wd);
 #endif
-                for (int64_t i = lo; i < hi; i++) {
+                for (; i < hi; i++) {
                     float gi = gs_[i] * gs;
                     float mi = b1 * ms[i] + (1.0f - b1) * gi;
                     float vi = b2 * vs[i] + (1.0f - b2) * gi * gi;

@@ -12,6 +12,7 @@
 #include "quant.h"
 #include "test.h"
 #include "util.h"
+#include "test_weights.h"
 
 typedef struct {
     float d, ds;
@@ -19,40 +20,11 @@ typedef struct {
     int8_t q[32];
 } act_blk; /* layout documented in kern.h */
 
-/* Random weights of type t: float types and Q8_0/Q4_0 via quant_row; K-quants as random bytes with sane scales. */
-static void *make_w(ggml_type t, int64_t n_in, int64_t n_out, moec_rng *r) {
-    size_t rb = ggml_row_bytes(t, n_in);
-    uint8_t *w = moec_malloc(rb * (size_t)n_out);
-    float *row = malloc((size_t)n_in * sizeof(float));
-    for (int64_t o = 0; o < n_out; o++) {
-        uint8_t *p = w + rb * (size_t)o;
-        if (t == GGML_Q4_K || t == GGML_Q6_K || t == GGML_Q4_1) {
-            for (size_t i = 0; i < rb; i++) p[i] = (uint8_t)moec_rng_u64(r);
-            for (size_t b = 0; b < rb; b += t == GGML_Q4_K ? 144 : t == GGML_Q4_1 ? 20 : 210) {
-                uint16_t d = moec_f32_to_f16(0.002f * (1.0f + moec_rng_uniform(r)));
-                uint16_t dm = moec_f32_to_f16(0.004f * moec_rng_uniform(r));
-                if (t == GGML_Q4_K || t == GGML_Q4_1) {
-                    if (t == GGML_Q4_1) dm = moec_f32_to_f16(0.02f * (moec_rng_uniform(r) - 0.5f));
-                    memcpy(p + b, &d, 2);
-                    memcpy(p + b + 2, &dm, 2);
-                } else {
-                    memcpy(p + b + 208, &d, 2);
-                }
-            }
-        } else {
-            for (int64_t i = 0; i < n_in; i++) row[i] = moec_rng_normal(r) * 0.1f;
-            quant_row(t, row, p, n_in);
-        }
-    }
-    free(row);
-    return w;
-}
-
 static int g_fail_shown;
 
 /* Run kern_matmul and compare with the oracles. */
 static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int scalar, moec_rng *r) {
-    void *w = make_w(t, n_in, n_out, r);
+    void *w = t_random_weights(t, n_in, n_out, r);
     float *x = malloc(sizeof(float) * (size_t)(T * n_in)), *y = malloc(sizeof(float) * (size_t)(T * n_out));
     float *wf = malloc(sizeof(float) * (size_t)(n_in * n_out)), *xq = malloc(sizeof(float) * (size_t)(T * n_in));
     for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(r);
@@ -266,7 +238,7 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(&r);
         const ggml_type all[8] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q6_K};
         for (int k = 0; k < 8; k++) {
-            void *w = make_w(all[k], n_in, n_out, &r);
+            void *w = t_random_weights(all[k], n_in, n_out, &r);
             kern_force_scalar(1);
             kern_matmul(y1, x, w, all[k], T, n_in, n_out);
             kern_force_scalar(0);

@@ -13,28 +13,7 @@
 #include "quant.h"
 #include "test.h"
 #include "util.h"
-
-static void *make_w(ggml_type t, int64_t n_in, int64_t n_out, moec_rng *r) {
-    size_t rb = ggml_row_bytes(t, n_in);
-    uint8_t *w = moec_malloc(rb * (size_t)n_out);
-    float *row = malloc((size_t)n_in * sizeof(float));
-    for (int64_t o = 0; o < n_out; o++) {
-        uint8_t *p = w + rb * (size_t)o;
-        if (t == GGML_Q4_K || t == GGML_Q6_K || t == GGML_Q4_1) { /* random blocks with sane scales */
-            for (size_t i = 0; i < rb; i++) p[i] = (uint8_t)moec_rng_u64(r);
-            size_t bs = t == GGML_Q4_K ? 144 : t == GGML_Q4_1 ? 20 : 210, doff = t == GGML_Q6_K ? 208 : 0;
-            for (size_t b = 0; b < rb; b += bs) {
-                uint16_t d = moec_f32_to_f16(0.002f * (1.0f + moec_rng_uniform(r)));
-                memcpy(p + b + doff, &d, 2);
-            }
-        } else {
-            for (int64_t i = 0; i < n_in; i++) row[i] = moec_rng_normal(r) * 0.1f;
-            quant_row(t, row, p, n_in);
-        }
-    }
-    free(row);
-    return w;
-}
+#include "test_weights.h"
 
 typedef struct {
     ggml_type t;
@@ -64,7 +43,7 @@ static void build(batch *b, const spec *s, int n, moec_rng *r, int scalar) {
     for (int i = 0; i < n; i++) {
         kern_mm *j = &b->j[i];
         int64_t ldx = s[i].strided ? s[i].n_in + 3 : s[i].n_in, ldy = s[i].strided ? s[i].n_out + 5 : s[i].n_out;
-        b->w[i] = make_w(s[i].t, s[i].n_in, s[i].n_out, r);
+        b->w[i] = t_random_weights(s[i].t, s[i].n_in, s[i].n_out, r);
         if (s[i].share_x && i > 0) b->x[i] = NULL;
         else b->x[i] = randv((size_t)(s[i].T * ldx + 1), r);
         const float *x = b->x[i];
@@ -233,7 +212,7 @@ int main(void) {
         for (int scalar = 0; scalar < 2; scalar++)
             for (int k = 0; k < 5; k++) {
                 const int64_t T = 70, n_in = 512, n_out = 77;
-                void *w = make_w(qt[k], n_in, n_out, &r);
+                void *w = t_random_weights(qt[k], n_in, n_out, &r);
                 float *x = randv((size_t)(T * n_in), &r), *y = malloc(sizeof(float) * T * n_out),
                       *y1 = malloc(sizeof(float) * n_out);
                 kern_force_scalar(scalar);
