@@ -34,8 +34,9 @@ class _R:
         return self.get(SCALAR[t])
 
 
-def read(path):
-    b = open(path, "rb").read()
+def read_header(b):
+    """(kv dict, [(name, ne, ggml type, offset)], absolute start of the tensor data) of the GGUF bytes b (b may be
+    just a prefix holding the whole header)."""
     r = _R(b)
     assert b[:4] == b"GGUF", "not a GGUF file"
     r.o = 4
@@ -54,7 +55,12 @@ def read(path):
         typ, off = r.get("<I"), r.get("<Q")
         infos.append((name, ne, typ, off))
     align = kv.get("general.alignment", 32)
-    start = (r.o + align - 1) // align * align
+    return kv, infos, (r.o + align - 1) // align * align
+
+
+def read(path):
+    b = open(path, "rb").read()
+    kv, infos, start = read_header(b)
     tensors = {}
     for name, ne, typ, off in infos:
         n = int(np.prod(ne))
