@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Model speed: moec bench and llama.cpp (bench/llamacpp.mjs) on the same GGUF files, with each thread count, in the
-# same run; plus read bandwidth (bench/bw.c). Writes bench/out/results.jsonl, results.md and results.svg
+# same run; plus read bandwidth (`moec bench --bandwidth`). Writes bench/out/results.jsonl, results.md and results.svg
 # (bench/report.py). Models: bench/make-models.sh (made on demand).
 # env: BENCH_THREADS="1 2"  BENCH_P=512  BENCH_N=128  BENCH_MODELS="file.gguf ..." (default: the made ones)
 #      BENCH_REPS=1 (repetitions per measurement; the best time of each phase is kept)
 #      BENCH_ROUNDS=1 (the whole series of measurements that many times, engines interleaved; report.py keeps the
 #      best pp and the best tg of each engine/model/threads: on a shared machine interference only slows down)
+#      BENCH_KV=f32 (moec's KV cache type, f32 or f16; llama.cpp's is F16)
 #      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
 #      BENCH_BASE=path/to/other/moec (optional: a second moec binary, e.g. an older build, measured in the same run
 #      right after the first, as engine "moec-base": before/after ratios under the same machine load)
@@ -24,6 +25,8 @@ N=${BENCH_N:-128}
 TMO=${BENCH_TIMEOUT:-1800}
 REPS=${BENCH_REPS:-1}
 ROUNDS=${BENCH_ROUNDS:-1}
+KV=${BENCH_KV:-f32}
+KVOPT="--kv $KV"
 mkdir -p "$OUT" "$BUILD/bench"
 # a private copy of the binary: the build dir may be rebuilt by someone else during a long run
 cp "$MOEC" "$BUILD/bench/moec" || { echo "models: no moec binary at $MOEC"; exit 1; }
@@ -32,6 +35,8 @@ MOEC=$BUILD/bench/moec
 BASE=${BENCH_BASE:-}
 if [ -n "$BASE" ]; then cp "$BASE" "$BUILD/bench/moec-base" || { echo "models: no moec binary at $BASE"; exit 1; }
     BASE=$BUILD/bench/moec-base; fi
+BASEOPT=""  # an older build may not know the options of this one
+if [ -n "$BASE" ] && "$BASE" bench --help 2>&1 | grep -q -- --no-peer; then BASEOPT="$KVOPT --no-bw --no-peer"; fi
 RES="$OUT/results.jsonl"
 : >"$RES.tmp"
 meta() { printf '%s\n' "$1" >>"$RES.tmp"; }
@@ -43,15 +48,14 @@ MODELS=${BENCH_MODELS:-$(ls "$OUT"/moe-llama-f16.gguf "$OUT"/moe-llama-q8_0.gguf
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)
 cpu=$(grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //; s/"/'"'"'/g')
-meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS,\"rounds\":$ROUNDS,\"omp_wait_policy\":\"${OMP_WAIT_POLICY:-default}\",\"gomp_spincount\":\"${GOMP_SPINCOUNT:-default}\",\"base\":\"${BENCH_BASE:-}\"}"
+meta "{\"kind\":\"meta\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"commit\":\"$commit\",\"dirty\":$dirty,\"cpu\":\"$cpu\",\"cores\":$(nproc),\"load_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"n_prompt\":$P,\"n_gen\":$N,\"reps\":$REPS,\"rounds\":$ROUNDS,\"omp_wait_policy\":\"${OMP_WAIT_POLICY:-default}\",\"gomp_spincount\":\"${GOMP_SPINCOUNT:-default}\",\"base\":\"${BENCH_BASE:-}\",\"kv\":\"$KV\"}"
 
 # read bandwidth, before and after the runs (report.py uses the best: interference only lowers it)
 bw() {
-    # shellcheck disable=SC2086
-    [ -x "$BUILD/bench/bw" ] && "$BUILD/bench/bw" 1024 5 $THREADS 2>/dev/null | sed 's/^{/{"kind":"bw",/' >>"$RES.tmp"
+    for t in $THREADS; do
+        "$MOEC" bench --bandwidth -t "$t" --json 2>/dev/null | sed 's/^{/{"kind":"bw",/' >>"$RES.tmp"
+    done
 }
-cc -std=c11 -D_GNU_SOURCE -O3 -march=native -fopenmp -Wall -Wextra bench/bw.c -o "$BUILD/bench/bw" ||
-    echo "models: cannot build bench/bw.c"
 bw
 
 peer=1
@@ -66,13 +70,13 @@ for m in $MODELS; do
     arch=$("$MOEC" info "$m" 2>/dev/null | sed -n 's/^architecture: *//p')
     for t in $THREADS; do
         echo "models: moec bench $m -t $t -p $P -n $N" >&2
-        line=$(timeout "$TMO" "$MOEC" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" --json 2>"$OUT/err.txt")
+        line=$(timeout "$TMO" "$MOEC" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" $KVOPT --no-bw --no-peer --json 2>"$OUT/err.txt")
         rc=$?
         if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
         else meta "{\"kind\":\"run\",\"engine\":\"moec\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
         if [ -n "$BASE" ]; then
             echo "models: moec-base bench $m -t $t -p $P -n $N" >&2
-            line=$(timeout "$TMO" "$BASE" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" --json 2>"$OUT/err.txt")
+            line=$(timeout "$TMO" "$BASE" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" $BASEOPT --json 2>"$OUT/err.txt")
             rc=$?
             if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/; s/\"engine\":\"moec\"/\"engine\":\"moec-base\"/")"
             else meta "{\"kind\":\"run\",\"engine\":\"moec-base\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi

@@ -48,7 +48,7 @@ out.append(f"- prompt {meta.get('n_prompt')} tokens in one batch (pp), then {met
            "moec: `moec bench` (model_forward time only); llama.cpp: node-llama-cpp's prebuilt llama.cpp, its own "
            "perf counters (`llama_perf_context`), see docs/performance.md")
 if bw:
-    out.append("- read bandwidth (bench/bw.c, 1 GiB, best of 5 passes before and 5 after the runs): " +
+    out.append("- read bandwidth (`moec bench --bandwidth`, 1 GiB, best of 5 passes before and 5 after the runs): " +
                ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw[t]['best_gbps']:.1f} GB/s" for t in sorted(bw)))
 out.append("")
 out.append("| model | threads | engine | pp tok/s | pp GFLOP/s | tg tok/s | moec/llama.cpp pp | moec/llama.cpp tg | "

@@ -3,12 +3,22 @@
  * then N tokens are decoded one at a time (T = 1, greedy, full logits row); only the model_forward calls are
  * timed. A short warm-up (8 tokens + 2 decode steps, then a reset) first touches the mmap'd weights, as a
  * loaded llama.cpp model is before its timed run. -r R repeats the measurement and keeps the best time of each
- * phase. Prints a human summary, or one JSON line with --json. */
+ * phase. Then, unless told not to: the read bandwidth of the machine with the same threads (the decode bound is
+ * that bandwidth over the weight bytes read per token), and, when the llama.cpp peer is installed
+ * (bench/llamacpp.mjs + node-llama-cpp, `bash bench/setup.sh`) and the model is a `llama`, the same measurement
+ * by llama.cpp on the same file (its own perf counters), with the ratios moec/llama.cpp. Prints a human summary,
+ * or one JSON line with --json. `moec bench --bandwidth [-t T]` measures the bandwidth only. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <immintrin.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_model.h"
@@ -16,10 +26,170 @@
 #include "util.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: moec bench -m FILE [-t THREADS] [-p PROMPT_TOKENS=512] [-n DECODE_TOKENS=128] [-r REPS=1] "
-               "[--json]\n"
+    fprintf(f, "usage: moec bench -m FILE [-t THREADS] [-p PROMPT_TOKENS=512] [-n DECODE_TOKENS=128] [-r REPS=1]\n"
+               "                  [--kv f32|f16] [--no-bw] [--peer SCRIPT | --no-peer] [--json]\n"
+               "       moec bench --bandwidth [-t THREADS] [--json]\n"
                "  prompt ids are 3 + (i*7919 mod (V-3)); decode is greedy; times cover model_forward only;\n"
-               "  with -r, the best time of each phase over the repetitions\n");
+               "  with -r, the best time of each phase over the repetitions. Then the read bandwidth with the same\n"
+               "  threads (decode bound = bandwidth / weight bytes per token; --no-bw skips it) and, for a llama\n"
+               "  model, llama.cpp on the same file when its peer is installed (bench/llamacpp.mjs next to the\n"
+               "  moec binary's source tree or in ./bench, or --peer SCRIPT; needs node; --no-peer skips it)\n");
+}
+
+/* ---- read bandwidth: the ceiling of decode, which streams the active weights once per token ---- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static uint64_t sum_words_avx2(const uint64_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256((const __m256i *)(p + i + 4)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256((const __m256i *)(p + i + 8)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256((const __m256i *)(p + i + 12)));
+    }
+    uint64_t l[4], s = 0;
+    _mm256_storeu_si256((__m256i *)l, _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+    for (; i < n; i++) s += p[i];
+    return s + l[0] + l[1] + l[2] + l[3];
+}
+#endif
+
+static uint64_t sum_words(const uint64_t *p, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) return sum_words_avx2(p, n);
+#endif
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) s0 += p[i], s1 += p[i + 1], s2 += p[i + 2], s3 += p[i + 3];
+    for (; i < n; i++) s0 += p[i];
+    return s0 + s1 + s2 + s3;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Read bandwidth in GB/s with nthr threads: `passes` sums of a `mib` MiB buffer (each thread its contiguous
+ * share, first-touched by the same thread); best and median pass. -1 + error when the buffer cannot be had. */
+static int read_bandwidth(int nthr, long mib, int passes, double *best, double *median) {
+    size_t n = (size_t)mib << 17; /* uint64 words */
+    uint64_t *buf = moec_alloc(n * sizeof *buf);
+    double g[16];
+    if (!buf) return moec_set_error("bandwidth: cannot allocate %ld MiB", mib);
+    if (passes > 16) passes = 16;
+    volatile uint64_t sink = 0;
+    for (int p = -1; p < passes; p++) { /* pass -1 writes the buffer (first touch), untimed */
+        uint64_t tot = 0;
+        double t0 = moec_time();
+#pragma omp parallel num_threads(nthr) reduction(+ : tot)
+        {
+            int nt = omp_get_num_threads(), th = omp_get_thread_num();
+            size_t lo = n / (size_t)nt * (size_t)th, hi = th == nt - 1 ? n : n / (size_t)nt * (size_t)(th + 1);
+            if (p < 0)
+                for (size_t i = lo; i < hi; i++) buf[i] = i;
+            else
+                tot += sum_words(buf + lo, hi - lo);
+        }
+        if (p >= 0) g[p] = (double)(n * sizeof *buf) / (moec_time() - t0) / 1e9;
+        sink += tot;
+    }
+    (void)sink;
+    moec_free(buf);
+    qsort(g, (size_t)passes, sizeof *g, cmp_double);
+    *best = g[passes - 1];
+    *median = g[passes / 2];
+    return 0;
+}
+
+/* ---- the llama.cpp peer ---- */
+
+/* bench/llamacpp.mjs usable? (the script, and node-llama-cpp installed beside it) */
+static int peer_installed(const char *script) {
+    char dir[4096], pkg[4200];
+    if (access(script, R_OK) != 0) return 0;
+    snprintf(dir, sizeof dir, "%s", script);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    snprintf(pkg, sizeof pkg, "%s/node_modules/node-llama-cpp/package.json", dir);
+    return access(pkg, R_OK) == 0;
+}
+
+/* The peer script: ./bench/llamacpp.mjs, else the source tree of this binary (build/moec -> ../bench). */
+static const char *peer_find(char *buf, size_t cap) {
+    if (peer_installed("bench/llamacpp.mjs")) return "bench/llamacpp.mjs";
+    char exe[4096];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) return NULL;
+    exe[k] = 0;
+    for (int up = 0; up < 3; up++) { /* build/moec, build/bench/moec, ... */
+        char *slash = strrchr(exe, '/');
+        if (!slash) return NULL;
+        *slash = 0;
+        snprintf(buf, cap, "%s/bench/llamacpp.mjs", exe);
+        if (peer_installed(buf)) return buf;
+    }
+    return NULL;
+}
+
+/* Run `node SCRIPT MODEL -t T -p P -n N -r R` (UV_THREADPOOL_SIZE=1) and parse its JSON line. NULL + error. */
+static cJSON *peer_run(const char *script, const char *path, int nthr, long p, long n, long r) {
+    int fd[2];
+    char targ[16], parg[24], narg[24], rarg[24];
+    snprintf(targ, sizeof targ, "%d", nthr);
+    snprintf(parg, sizeof parg, "%ld", p);
+    snprintf(narg, sizeof narg, "%ld", n);
+    snprintf(rarg, sizeof rarg, "%ld", r);
+    if (pipe(fd) != 0) return moec_set_error("peer: pipe: %s", strerror(errno)), NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]), close(fd[1]);
+        return moec_set_error("peer: fork: %s", strerror(errno)), NULL;
+    }
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]), close(fd[1]);
+        setenv("UV_THREADPOOL_SIZE", "1", 1);
+        execlp("node", "node", script, path, "-t", targ, "-p", parg, "-n", narg, "-r", rarg, (char *)NULL);
+        fprintf(stderr, "moec bench: cannot run node: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    ssize_t k;
+    while (out && (k = read(fd[0], out + len, cap - 1 - len)) != 0) {
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        len += (size_t)k;
+        if (len == cap - 1) break; /* a sane peer prints one short line */
+    }
+    close(fd[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (!out) return moec_set_error("peer: out of memory"), NULL;
+    out[len] = 0;
+    cJSON *j = NULL;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        moec_set_error("peer: %s exited with status %d", script, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    else if (!(j = cJSON_Parse(out)) || !cJSON_IsNumber(cJSON_GetObjectItem(j, "pp_tps")) ||
+             !cJSON_IsNumber(cJSON_GetObjectItem(j, "tg_tps"))) {
+        cJSON_Delete(j);
+        j = NULL;
+        moec_set_error("peer: %s printed no result line", script);
+    }
+    free(out);
+    return j;
+}
+
+static double jnum(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0.0;
 }
 
 /* Peak resident set size in MB: VmHWM from /proc/self/status, else getrusage. */
@@ -58,10 +228,22 @@ static void json_str(const char *s) {
     }
 }
 
+/* --bandwidth: the read bandwidth only (1 GiB, best of 5 passes), as bench/models.sh records it */
+static int bandwidth_only(const char *cmd, int json) {
+    int nthr = omp_get_max_threads();
+    double best, med;
+    if (read_bandwidth(nthr, 1024, 5, &best, &med)) return cli_fail(cmd);
+    if (json) printf("{\"threads\":%d,\"bytes\":%zu,\"best_gbps\":%.3f,\"median_gbps\":%.3f}\n", nthr,
+                     (size_t)1024 << 20, best, med);
+    else printf("read bandwidth: %.2f GB/s best, %.2f GB/s median (%d threads, 1 GiB, 5 passes)\n", best, med, nthr);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
-    const char *cmd = argv[0], *path = NULL;
+    const char *cmd = argv[0], *path = NULL, *peer = NULL;
     long threads = 0, n_prompt = 512, n_gen = 128, reps = 1;
-    int json = 0;
+    int json = 0, kv = GGML_F32, bw = 1, no_peer = 0, bw_only = 0;
+    char peer_buf[4300];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -69,16 +251,25 @@ int cmd_bench(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--no-bw")) {
+            bw = 0;
+        } else if (!strcmp(a, "--no-peer")) {
+            no_peer = 1;
+        } else if (!strcmp(a, "--bandwidth")) {
+            bw_only = 1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "-t") || !strcmp(a, "-p") || !strcmp(a, "-n") ||
-                   !strcmp(a, "-r")) {
+                   !strcmp(a, "-r") || !strcmp(a, "--kv") || !strcmp(a, "--peer")) {
             if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "-m")) path = v;
-            else if (cli_parse_int(cmd, a, v, 1, !strcmp(a, "-t") ? 1024 : !strcmp(a, "-r") ? 1000 : 1L << 20,
-                                   !strcmp(a, "-t")   ? &threads
-                                   : !strcmp(a, "-p") ? &n_prompt
-                                   : !strcmp(a, "-n") ? &n_gen
-                                                      : &reps))
+            else if (!strcmp(a, "--peer")) peer = v;
+            else if (!strcmp(a, "--kv")) {
+                if (cli_parse_kv_type(cmd, v, &kv)) return 2;
+            } else if (cli_parse_int(cmd, a, v, 1, !strcmp(a, "-t") ? 1024 : !strcmp(a, "-r") ? 1000 : 1L << 20,
+                                     !strcmp(a, "-t")   ? &threads
+                                     : !strcmp(a, "-p") ? &n_prompt
+                                     : !strcmp(a, "-n") ? &n_gen
+                                                        : &reps))
                 return 2;
         } else if (a[0] == '-') {
             return cli_usage_error(cmd, "unknown option '%s'", a);
@@ -88,15 +279,20 @@ int cmd_bench(int argc, char **argv) {
             return cli_usage_error(cmd, "one model file only");
         }
     }
+    if (threads > 0) cli_set_threads(threads);
+    if (bw_only) return bandwidth_only(cmd, json);
     if (!path) {
         usage(stderr);
         return 2;
     }
-    if (threads > 0) cli_set_threads(threads);
+    if (peer && no_peer) return cli_usage_error(cmd, "--peer and --no-peer together");
+    if (peer && !peer_installed(peer))
+        return cli_usage_error(cmd, "--peer %s: no such script, or node-llama-cpp is not installed beside it", peer);
     int rc = 1;
     int32_t *ids = NULL, *gen = NULL;
     float *logits = NULL;
     seq_state *s = NULL;
+    cJSON *pj = NULL;
     model *m = model_load(path, NULL);
     if (!m) return cli_fail(cmd);
     const int64_t V = m->hp.n_vocab;
@@ -108,7 +304,7 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
     for (long i = 0; i < n_prompt; i++) ids[i] = (int32_t)(V > 3 ? 3 + ((int64_t)i * 7919) % (V - 3) : i % V);
-    s = model_seq_new(m, n_prompt + n_gen + 1);
+    s = model_seq_new_ex(m, n_prompt + n_gen + 1, (ggml_type)kv);
     if (!s) goto fail;
 
     /* warm-up: touch the weights (mmap) and grow the scratch buffers, then forget the sequence */
@@ -142,31 +338,69 @@ int cmd_bench(int argc, char **argv) {
     double pp_tps = (double)n_prompt / t_pp, tg_tps = (double)n_gen / t_tg;
     double rss = peak_rss_mb();
     int nthr = omp_get_max_threads();
+    /* the peer, on the same file with the same settings (llama.cpp cannot load yuan2moe) */
+    int is_llama = m->hp.arch == MODEL_ARCH_LLAMA;
+    const char *script = NULL;
+    if (!no_peer && is_llama) script = peer ? peer : peer_find(peer_buf, sizeof peer_buf);
+    if (script) {
+        if (!json) fprintf(stderr, "moec %s: running llama.cpp (%s) on the same file...\n", cmd, script);
+        pj = peer_run(script, path, nthr, n_prompt, n_gen, reps);
+        if (!pj) fprintf(stderr, "moec %s: %s\n", cmd, moec_last_error());
+    }
+    double bw_best = 0, bw_med = 0, bound = 0;
+    if (bw) {
+        if (read_bandwidth(nthr, 512, 3, &bw_best, &bw_med)) goto fail;
+        bound = bw_best * 1e9 / st.weight_bytes_per_token;
+    }
+    double l_pp = pj ? jnum(pj, "pp_tps") : 0, l_tg = pj ? jnum(pj, "tg_tps") : 0;
     if (json) {
         printf("{\"engine\":\"moec\",\"model\":\"");
         json_str(path);
-        printf("\",\"threads\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,"
+        printf("\",\"threads\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,\"kv\":\"%s\","
                "\"pp_ms\":%.3f,\"tg_ms\":%.3f,\"pp_tps\":%.4f,\"tg_tps\":%.4f,\"rss_max_mb\":%.1f,"
-               "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,\"tokens\":[",
-               nthr, reps, (long long)V, n_prompt, n_gen, t_pp * 1e3, t_tg * 1e3, pp_tps, tg_tps, rss, st.weight_bytes_per_token,
-               st.flops_per_token);
+               "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,",
+               nthr, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", t_pp * 1e3, t_tg * 1e3,
+               pp_tps, tg_tps, rss, st.weight_bytes_per_token, st.flops_per_token);
+        if (bw) printf("\"read_gbps\":%.3f,\"tg_bound_tps\":%.4f,\"tg_bound_frac\":%.4f,", bw_best, bound,
+                       tg_tps / bound);
+        if (pj) {
+            char *pjs = cJSON_PrintUnformatted(pj);
+            if (pjs) printf("\"peer\":%s,\"pp_ratio\":%.4f,\"tg_ratio\":%.4f,", pjs, pp_tps / l_pp, tg_tps / l_tg);
+            free(pjs);
+        }
+        printf("\"tokens\":[");
         for (long k = 0; k < n_gen && k < 16; k++) printf("%s%d", k ? "," : "", (int)gen[k]);
         printf("]}\n");
     } else {
         printf("model:     %s (%s, %.1f M params, %.1f M active)\n", path, model_arch_name(m->hp.arch),
                st.total_params / 1e6, st.active_params / 1e6);
-        printf("threads:   %d\n", nthr);
+        printf("threads:   %d, KV cache %s\n", nthr, kv == GGML_F16 ? "F16" : "F32");
         printf("prompt:    %ld tokens in %.3f s = %.2f tokens/s (%.2f GFLOP/s)\n", n_prompt, t_pp, pp_tps,
                pp_tps * st.flops_per_token / 1e9);
         printf("decode:    %ld tokens in %.3f s = %.2f tokens/s (%.2f GB/s of weights)\n", n_gen, t_tg, tg_tps,
                tg_tps * st.weight_bytes_per_token / 1e9);
         printf("peak RSS:  %.1f MB\n", rss);
+        if (bw)
+            printf("bound:     %.2f tokens/s = read bandwidth %.2f GB/s / %.1f MB of weights per token; decode at "
+                   "%.0f%% of it\n",
+                   bound, bw_best, st.weight_bytes_per_token / 1e6, 100.0 * tg_tps / bound);
+        if (pj) {
+            const cJSON *pv = cJSON_GetObjectItem(pj, "peer");
+            printf("llama.cpp: prompt %.2f tokens/s, decode %.2f tokens/s, peak RSS %.1f MB (%s, its own timings)\n",
+                   l_pp, l_tg, jnum(pj, "rss_max_mb"), cJSON_IsString(pv) ? pv->valuestring : "peer");
+            printf("ratio:     moec/llama.cpp prompt %.2fx, decode %.2fx\n", pp_tps / l_pp, tg_tps / l_tg);
+        } else if (!no_peer && !is_llama) {
+            printf("llama.cpp: not run (it cannot load the %s architecture)\n", model_arch_name(m->hp.arch));
+        } else if (!no_peer && !script) {
+            printf("llama.cpp: not run (peer not installed: bash bench/setup.sh)\n");
+        }
     }
     rc = 0;
     goto done;
 fail:
     rc = cli_fail(cmd);
 done:
+    cJSON_Delete(pj);
     model_seq_free(s);
     model_free(m);
     free(ids);
