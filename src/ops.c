@@ -225,8 +225,9 @@ ATT_SCORES(scores_f16, uint16_t, LDK_F16, KV_F16)
                          int first) {                                                                                \
         int64_t c = 0;                                                                                               \
         for (; c + 64 <= d; c += 64) {                                                                               \
-            __m256 s[8];                                                                                             \
-            for (int u = 0; u < 8; u++) s[u] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c + 8 * u);        \
+            __m256 s[8]; /* unrolled, so s stays in registers */                                                    \
+            _Pragma("GCC unroll 8") for (int u = 0; u < 8; u++) s[u] =                                               \
+                first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c + 8 * u);                                        \
             for (int64_t j = j0; j < j1; j++) {                                                                      \
                 __m256 pj = _mm256_broadcast_ss(p + j);                                                              \
                 const VT *vr = v + j * stride + c;                                                                   \
@@ -239,7 +240,7 @@ ATT_SCORES(scores_f16, uint16_t, LDK_F16, KV_F16)
                 s[6] = _mm256_fmadd_ps(pj, LDV(vr + 48), s[6]);                                                      \
                 s[7] = _mm256_fmadd_ps(pj, LDV(vr + 56), s[7]);                                                      \
             }                                                                                                        \
-            for (int u = 0; u < 8; u++) _mm256_storeu_ps(o + c + 8 * u, s[u]);                                      \
+            _Pragma("GCC unroll 8") for (int u = 0; u < 8; u++) _mm256_storeu_ps(o + c + 8 * u, s[u]);              \
         }                                                                                                            \
         for (; c + 16 <= d; c += 16) {                                                                               \
             __m256 s0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(o + c),                                        \
@@ -269,11 +270,17 @@ ATT_PV(pv_f16, uint16_t, LDK_F16, KV_F16)
 
 #define ATT_JC 256 /* keys per PV pass: the block's queries reuse these V rows from cache */
 
-/* One (head, query block) of attention_core on the AVX2 path. sc: nq rows of Tk floats. */
+/* One (head, query block) of attention_core on the AVX2 path: queries t0 .. t0+nq-1 of head h (query/output rows
+ * qs = n_head·d floats apart), or with grouped: the nq heads h .. h+nq-1 that share one KV head, all at the single
+ * position pos0 + t0 (decode; rows qs = d apart), so that each K and V row is read from memory once per group.
+ * Per (query, key) the arithmetic is the same either way. sc: nq rows of Tk floats. */
 AVX static void attention_block_avx2(float *out, const float *q, const void *kc, const void *vc, int kv_f16,
                                      int64_t kv_stride, int64_t kvo, int64_t pos0, int64_t t0, int64_t nq,
-                                     int64_t Tk, int64_t n_head, int64_t h, int64_t d, float scale, float *sc) {
-    int64_t nmax = pos0 + t0 + nq;
+                                     int64_t Tk, int64_t n_head, int64_t h, int64_t d, float scale, float *sc,
+                                     int grouped) {
+    const int64_t qs = grouped ? d : n_head * d, nmax = pos0 + t0 + (grouped ? 1 : nq);
+    const float *qbase = q + (t0 * n_head + h) * d;
+    float *obase = out + (t0 * n_head + h) * d;
     for (int64_t j0 = 0; j0 < nmax; j0 += 4) {
         const float *kf[4];
         const uint16_t *kh[4];
@@ -282,10 +289,11 @@ AVX static void attention_block_avx2(float *out, const float *q, const void *kc,
             kf[c] = (const float *)kc + j * kv_stride + kvo;
             kh[c] = (const uint16_t *)kc + j * kv_stride + kvo;
         }
-        int64_t q0 = j0 - pos0 - t0 > 0 ? j0 - pos0 - t0 : 0; /* first query that sees key j0 */
+        /* first query that sees key j0 (causal; every query of a group sees them all) */
+        int64_t q0 = grouped || j0 - pos0 - t0 <= 0 ? 0 : j0 - pos0 - t0;
         for (int64_t qi = q0; qi < nq; qi += 2) {
             float r[2][4];
-            const float *qa = q + ((t0 + qi) * n_head + h) * d, *qb = qi + 1 < nq ? qa + n_head * d : NULL;
+            const float *qa = qbase + qi * qs, *qb = qi + 1 < nq ? qa + qs : NULL;
             if (kv_f16) scores_f16(r, qa, qb, kh, d);
             else scores_f32(r, qa, qb, kf, d);
             for (int c = 0; c < 4 && j0 + c < nmax; c++) {
@@ -294,12 +302,12 @@ AVX static void attention_block_avx2(float *out, const float *q, const void *kc,
             }
         }
     }
-    for (int64_t qi = 0; qi < nq; qi++) softmax_avx2(sc + qi * Tk, pos0 + t0 + qi + 1);
+    for (int64_t qi = 0; qi < nq; qi++) softmax_avx2(sc + qi * Tk, grouped ? nmax : pos0 + t0 + qi + 1);
     for (int64_t jc = 0; jc < nmax; jc += ATT_JC)
         for (int64_t qi = 0; qi < nq; qi++) {
-            int64_t n = pos0 + t0 + qi + 1, j1 = jc + ATT_JC < n ? jc + ATT_JC : n;
+            int64_t n = grouped ? nmax : pos0 + t0 + qi + 1, j1 = jc + ATT_JC < n ? jc + ATT_JC : n;
             if (jc >= j1) continue;
-            float *o = out + ((t0 + qi) * n_head + h) * d;
+            float *o = obase + qi * qs;
             if (kv_f16) pv_f16(o, sc + qi * Tk, (const uint16_t *)vc + kvo, kv_stride, jc, j1, d, jc == 0);
             else pv_f32(o, sc + qi * Tk, (const float *)vc + kvo, kv_stride, jc, j1, d, jc == 0);
         }
@@ -363,6 +371,21 @@ static void attention_core(float *out, float *probs, const float *q, const void 
     int64_t g = n_head / n_kv, Tk = pos0 + T, nb = (T + B - 1) / B;
     const int simd = ops_simd();
     size_t per_thr = (size_t)B * (size_t)Tk + (kv_f16 ? 2 * (size_t)d : 0);
+#if OPS_X86
+    /* decode with shared KV heads: one item per KV head, its g query heads together (K/V read once per group) */
+    if (simd && T == 1 && g > 1 && g <= B && !probs) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_thr) if (n_head * Tk * d >= 262144)
+        for (int64_t kh = 0; kh < n_kv; kh++) {
+            int th = 0;
+#ifdef _OPENMP
+            th = omp_get_thread_num();
+#endif
+            attention_block_avx2(out, q, kc, vc, kv_f16, kv_stride, kh * head_stride, pos0, 0, g, Tk, n_head, kh * g,
+                                 d, scale, scratch + (size_t)th * per_thr, 1);
+        }
+        return;
+    }
+#endif
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_thr) if (n_head * T * Tk * d >= 262144)
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t b = 0; b < nb; b++) {
@@ -376,7 +399,7 @@ static void attention_core(float *out, float *probs, const float *q, const void 
 #if OPS_X86
             if (simd) {
                 attention_block_avx2(out, q, kc, vc, kv_f16, kv_stride, kvo, pos0, t0, nq, Tk, n_head, h, d, scale,
-                                     sc);
+                                     sc, 0);
                 goto done;
             }
 #endif

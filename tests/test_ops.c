@@ -121,6 +121,18 @@ int main(void) {
         ops_attention_blocked(o3, NULL, q, k16, v16, GGML_F16, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
         ops_attention_blocked(o4, NULL, q, kr, vr, GGML_F32, NKV * D, D, P0, TQ, NH, NKV, D, 0.3f, scr, 2);
         T_CHECK(!memcmp(o3, o4, sizeof o3), "f16 cache = fp32 attention on rounded K, V");
+        /* decode (T = 1) of the last query: the heads of a KV group together (probs NULL) = per head (probs
+         * asked for), bit for bit, = row TQ-1 of the full pass; fp32 and f16 caches */
+        static float od[NH * D], oh[NH * D], pd[NH * TK];
+        const float *qlast = q + (TQ - 1) * NH * D;
+        for (int f16 = 0; f16 < 2; f16++) {
+            const void *kk = f16 ? (const void *)k16 : kc, *vv = f16 ? (const void *)v16 : vc;
+            ggml_type kt = f16 ? GGML_F16 : GGML_F32;
+            ops_attention_blocked(od, NULL, qlast, kk, vv, kt, NKV * D, D, TK - 1, 1, NH, NKV, D, 0.3f, scr, 2);
+            ops_attention_blocked(oh, pd, qlast, kk, vv, kt, NKV * D, D, TK - 1, 1, NH, NKV, D, 0.3f, scr, 2);
+            T_CHECK(!memcmp(od, oh, sizeof od) && !memcmp(od, (f16 ? o3 : o2) + (TQ - 1) * NH * D, sizeof od),
+                    "decode attention, KV groups together = per head = full pass (%s)", f16 ? "f16" : "f32");
+        }
     }
     /* swiglu */
     {
