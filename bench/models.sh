@@ -6,7 +6,7 @@
 #      BENCH_REPS=1 (repetitions per measurement; the best time of each phase is kept)
 #      BENCH_ROUNDS=1 (the whole series of measurements that many times, engines interleaved; report.py keeps the
 #      best pp and the best tg of each engine/model/threads: on a shared machine interference only slows down)
-#      BENCH_KV=f32 (moec's KV cache type, f32 or f16; llama.cpp's is F16)
+#      BENCH_KV=f16 (moec's KV cache type, f16 or f32; llama.cpp's is F16)
 #      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
 #      BENCH_BASE=path/to/other/moec (optional: a second moec binary, e.g. an older build, measured in the same run
 #      right after the first, as engine "moec-base": before/after ratios under the same machine load)
@@ -25,7 +25,7 @@ N=${BENCH_N:-128}
 TMO=${BENCH_TIMEOUT:-1800}
 REPS=${BENCH_REPS:-1}
 ROUNDS=${BENCH_ROUNDS:-1}
-KV=${BENCH_KV:-f32}
+KV=${BENCH_KV:-f16}
 KVOPT="--kv $KV"
 mkdir -p "$OUT" "$BUILD/bench"
 # a private copy of the binary: the build dir may be rebuilt by someone else during a long run

@@ -27,10 +27,11 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec bench -m FILE [-t THREADS] [-p PROMPT_TOKENS=512] [-n DECODE_TOKENS=128] [-r REPS=1]\n"
-               "                  [--kv f32|f16] [--no-bw] [--peer SCRIPT | --no-peer] [--json]\n"
+               "                  [--kv f16|f32] [--no-bw] [--peer SCRIPT | --no-peer] [--json]\n"
                "       moec bench --bandwidth [-t THREADS] [--json]\n"
                "  prompt ids are 3 + (i*7919 mod (V-3)); decode is greedy; times cover model_forward only;\n"
-               "  with -r, the best time of each phase over the repetitions. Then the read bandwidth with the same\n"
+               "  with -r, the best time of each phase over the repetitions. KV cache F16 by default, as llama.cpp's\n"
+               "  (generate and chat default to f32). Then the read bandwidth with the same\n"
                "  threads (decode bound = bandwidth / weight bytes per token; --no-bw skips it) and, for a llama\n"
                "  model, llama.cpp on the same file when its peer is installed (bench/llamacpp.mjs next to the\n"
                "  moec binary's source tree or in ./bench, or --peer SCRIPT; needs node; --no-peer skips it)\n");
@@ -242,7 +243,7 @@ static int bandwidth_only(const char *cmd, int json) {
 int cmd_bench(int argc, char **argv) {
     const char *cmd = argv[0], *path = NULL, *peer = NULL;
     long threads = 0, n_prompt = 512, n_gen = 128, reps = 1;
-    int json = 0, kv = GGML_F32, bw = 1, no_peer = 0, bw_only = 0;
+    int json = 0, kv = GGML_F16, bw = 1, no_peer = 0, bw_only = 0;
     char peer_buf[4300];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

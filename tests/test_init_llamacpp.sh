@@ -26,7 +26,7 @@ r = json.load(open(sys.argv[1]))
 assert r["engine"] == "moec" and r["threads"] == 1 and r["n_prompt"] == 24 and r["n_gen"] == 16, r
 assert r["pp_tps"] > 0 and r["tg_tps"] > 0 and r["rss_max_mb"] > 0 and len(r["tokens"]) == 16, r
 assert all(0 <= t < 32000 for t in r["tokens"]), r
-assert r["kv"] == "f32" and "peer" not in r, r
+assert r["kv"] == "f16" and "peer" not in r, r  # the default: F16, as llama.cpp
 # weight bytes of this F32 model, counted here from its sizes: per token the attention (wq, wk, wv, wo), the
 # router, 2 of 4 experts (gate, up, down), the norms, one embedding row and the untied lm head
 H, L, KVd, E, K, F, V = 64, 2, 32, 4, 2, 96, 32000
