@@ -45,7 +45,13 @@ const llama = await getLlama({
     logger: (level, message) => { log.push(message); },
 });
 
-const model = await llama.loadModel({ modelPath: model_path, gpuLayers: 0, useMmap: true });
+let model;
+try {
+    model = await llama.loadModel({ modelPath: model_path, gpuLayers: 0, useMmap: true });
+} catch (e) { // say why: llama.cpp's own last log lines
+    process.stderr.write(`llamacpp.mjs: llama.cpp cannot load ${model_path}: ${log.filter((l) => /error loading|invalid|failed to load/i.test(l)).slice(-2).join(" | ") || e.message}\n`);
+    process.exit(1);
+}
 const ctx_size = n_prompt + n_gen + 16;
 const context = await model.createContext({
     contextSize: ctx_size,
