@@ -647,8 +647,8 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
 #define SEG(name, n) (L->name = o, o += ((size_t)(n) + 15) & ~(size_t)15)
     SEG(h, t * H);
     SEG(x, t * H);
-    SEG(xe, (t + 1) * H);
-    SEG(o1e, (t + 1) * (H / 2));
+    SEG(xe, t * H);          /* LFA: the row before each row (x[p-1]) */
+    SEG(o1e, 2 * t * (H / 2)); /* LFA: conv1 output o1[p], then the row before each row o1[p-1] */
     SEG(o2, t * H);
     SEG(f, t * H);
     SEG(q, t * P);
@@ -677,17 +677,20 @@ static void layout_scratch(const model_hparams *hp, int64_t T, int nthr, int64_t
     L->itotal = t * K + (E ? moe_scratch_ints(T, hp->n_expert, hp->n_expert_used) : 0);
 }
 
-static int ensure_scratch(seq_state *s, int64_t T, scratch_layout *L) {
+/* Scratch of s for T rows whose attention spans up to n_ctx positions (a batch uses its first state's scratch). */
+static int ensure_scratch(seq_state *s, int64_t T, int64_t n_ctx, scratch_layout *L) {
     int nthr = 1;
 #ifdef _OPENMP
     nthr = omp_get_max_threads();
 #endif
-    if (s->scratch && T <= s->scratch_T) {
-        layout_scratch(&s->m->hp, s->scratch_T, s->att_threads, s->n_ctx, L);
+    if (s->scratch && T <= s->scratch_T && n_ctx <= s->scratch_ctx) {
+        layout_scratch(&s->m->hp, s->scratch_T, s->att_threads, s->scratch_ctx, L);
         return 0;
     }
     if (s->att_threads > nthr) nthr = s->att_threads;
-    layout_scratch(&s->m->hp, T, nthr, s->n_ctx, L);
+    if (T < s->scratch_T) T = s->scratch_T;
+    if (n_ctx < s->scratch_ctx) n_ctx = s->scratch_ctx;
+    layout_scratch(&s->m->hp, T, nthr, n_ctx, L);
     moec_free(s->scratch);
     moec_free(s->iscratch);
     s->scratch = NULL, s->iscratch = NULL, s->scratch_T = 0;
@@ -698,6 +701,7 @@ static int ensure_scratch(seq_state *s, int64_t T, scratch_layout *L) {
     s->iscratch = moec_alloc(b2);
     if (!s->scratch || !s->iscratch) return moec_wrap_error("scratch for %lld tokens", (long long)T);
     s->scratch_T = T;
+    s->scratch_ctx = n_ctx;
     s->att_threads = nthr;
     return 0;
 }
@@ -810,32 +814,49 @@ static kern_mm tap_job(float *y, const float *x, const model_tensor *c, int k, i
                      .n_out = c->ne[1], .accumulate = acc};
 }
 
-int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, float *logits, unsigned flags,
-                  model_acts *acts) {
+/* The forward of model_forward and model_forward_batch: n_seq sequences, sequence b taking the n_tok[b] rows that
+ * follow those of sequence b-1 in ids (T rows in all). Every row goes through each matrix product of a layer
+ * together (the experts' weights are read once for all of them); RoPE, the KV cache, attention and the LFA carry
+ * are per sequence. acts: only with one sequence at position 0. */
+static int forward_core(const model *m, seq_state *const *seqs, int n_seq, const int64_t *n_tok, const int32_t *ids,
+                        float *logits, unsigned flags, model_acts *acts) {
     const model_hparams *hp = &m->hp;
     scratch_layout sl;
-    CHECK(s && s->m == m, "model_forward: sequence state belongs to another model");
-    CHECK(T >= 1, "model_forward: no tokens");
-    CHECK(T <= s->n_ctx - s->pos, "context full: %lld tokens at position %lld exceed the context of %lld",
-          (long long)T, (long long)s->pos, (long long)s->n_ctx);
+    int64_t T = 0, n_ctx_max = 0;
+    CHECK(n_seq >= 1 && seqs && n_tok, "model_forward: no sequences");
+    for (int b = 0; b < n_seq; b++) {
+        const seq_state *s = seqs[b];
+        CHECK(s && s->m == m, "model_forward: sequence state %d belongs to another model", b);
+        for (int c = 0; c < b; c++) CHECK(seqs[c] != s, "model_forward_batch: sequence state %d given twice", b);
+        CHECK(n_tok[b] >= 1, "model_forward: no tokens (sequence %d)", b);
+        CHECK(n_tok[b] <= s->n_ctx - s->pos, "context full: %lld tokens at position %lld exceed the context of %lld",
+              (long long)n_tok[b], (long long)s->pos, (long long)s->n_ctx);
+        CHECK(n_tok[b] <= (INT64_C(1) << 30) && T <= (INT64_C(1) << 30), "model_forward: too many tokens");
+        T += n_tok[b];
+        if (s->n_ctx > n_ctx_max) n_ctx_max = s->n_ctx;
+    }
     for (int64_t t = 0; t < T; t++)
         CHECK(ids[t] >= 0 && ids[t] < hp->n_vocab, "token id %d out of range [0, %lld)", (int)ids[t],
               (long long)hp->n_vocab);
     CHECK(T * (hp->n_expert_used > 0 ? hp->n_expert_used : 1) < INT32_MAX, "model_forward: %lld tokens in one call "
           "is too many (split them)", (long long)T);
-    if (acts) CHECK(s->pos == 0 && T <= acts->T, "model_forward: training activations need pos 0 and T <= %lld",
-                    (long long)acts->T);
-    TRY(ensure_scratch(s, T, &sl));
+    if (acts) CHECK(n_seq == 1 && seqs[0]->pos == 0 && T <= acts->T, "model_forward: training activations need "
+                    "one sequence at pos 0 and T <= %lld", (long long)acts->T);
+    TRY(ensure_scratch(seqs[0], T, n_ctx_max, &sl));
 
     int64_t H = hp->n_embd, Hh = H / 2, nh = hp->n_head, nkv = hp->n_head_kv, d = hp->head_dim,
-            Pkv = nkv * d, E = hp->n_expert, K = hp->n_expert_used, Fd = hp->n_ff, V = hp->n_vocab, pos0 = s->pos;
-    float *S = s->scratch;
-    float *h = S + sl.h, *xe = S + sl.xe, *o1e = S + sl.o1e,
+            Pkv = nkv * d, E = hp->n_expert, K = hp->n_expert_used, Fd = hp->n_ff, V = hp->n_vocab;
+    float *S = seqs[0]->scratch;
+    int32_t *IS = seqs[0]->iscratch;
+    float *h = S + sl.h, *xp = S + sl.xe, *o1 = S + sl.o1e, *o1p = o1 + T * Hh,
           *ffo = S + sl.ffo, *cs = S + sl.cs, *sn = S + sl.sn, *att_scr = S + sl.att;
     float scale = 1.0f / sqrtf((float)d);
 
     TRY(ops_embed(h, ids, T, m->tok_embd.data, m->tok_embd.type, H));
-    if (hp->rope_dims > 0) ops_rope_table(cs, sn, pos0, T, hp->rope_dims, hp->rope_base, (int)hp->rope_table);
+    if (hp->rope_dims > 0)
+        for (int64_t b = 0, r0 = 0; b < n_seq; r0 += n_tok[b], b++)
+            ops_rope_table(cs + r0 * (hp->rope_dims / 2), sn + r0 * (hp->rope_dims / 2), seqs[b]->pos, n_tok[b],
+                           hp->rope_dims, hp->rope_base, (int)hp->rope_table);
 
     for (int64_t l = 0; l < hp->n_layer; l++) {
         const model_layer *L = &m->layers[l];
@@ -846,32 +867,38 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
         ops_rmsnorm(x, la ? la->rstd_x : NULL, h, L->attn_norm.data, T, H, hp->norm_eps);
         float *f = x;
         if (L->var.lfa) {
-            /* carry = [o1[pos0-1] (Hh floats), x[pos0-1]]; xe = [x[pos0-1], x[pos0..pos0+T)];
-             * o1e = [o1[pos0-1], o1[pos0..pos0+T)], o1[p] = b1 + C1_0·x[p-1] + C1_1·x[p] (o1[-1] = 0, x[-1] = 0) */
-            float *carry = s->lfa_carry + (size_t)l * 2 * (size_t)H;
-            memcpy(xe, carry + H, (size_t)H * sizeof(float));
-            memcpy(xe + H, x, (size_t)(T * H) * sizeof(float));
-            memcpy(o1e, carry, (size_t)Hh * sizeof(float));
+            /* o1[p] = b1 + C1_0·x[p-1] + C1_1·x[p], o2[p] = b2 + C2_0·o1[p-1] + C2_1·o1[p]; the rows before a
+             * sequence's first row come from its carry ([o1[pos-1] (Hh floats), x[pos-1]], zeros at the start) */
+            for (int64_t b = 0, r0 = 0; b < n_seq; r0 += n_tok[b], b++) {
+                const float *carry = seqs[b]->lfa_carry + (size_t)l * 2 * (size_t)H;
+                memcpy(xp + r0 * H, carry + H, (size_t)H * sizeof(float));
+                memcpy(xp + (r0 + 1) * H, x + r0 * H, (size_t)((n_tok[b] - 1) * H) * sizeof(float));
+            }
             /* both taps in one call, the second accumulating: (C_0·a + C_1·b) + bias, as tmp + add did */
-            kern_mm c1[2] = {tap_job(o1e + Hh, xe, &L->lfa_c1, 0, T, 0),
-                             tap_job(o1e + Hh, xe + H, &L->lfa_c1, 1, T, 1)};
+            kern_mm c1[2] = {tap_job(o1, xp, &L->lfa_c1, 0, T, 0), tap_job(o1, x, &L->lfa_c1, 1, T, 1)};
             TRY(kern_matmul_multi(c1, 2));
-            ops_add_bias(o1e + Hh, L->lfa_b1.data, T, Hh);
+            ops_add_bias(o1, L->lfa_b1.data, T, Hh);
+            for (int64_t b = 0, r0 = 0; b < n_seq; r0 += n_tok[b], b++) {
+                float *carry = seqs[b]->lfa_carry + (size_t)l * 2 * (size_t)H;
+                memcpy(o1p + r0 * Hh, carry, (size_t)Hh * sizeof(float));
+                memcpy(o1p + (r0 + 1) * Hh, o1 + r0 * Hh, (size_t)((n_tok[b] - 1) * Hh) * sizeof(float));
+                int64_t last = r0 + n_tok[b] - 1;
+                memcpy(carry, o1 + last * Hh, (size_t)Hh * sizeof(float));
+                memcpy(carry + H, x + last * H, (size_t)H * sizeof(float));
+            }
             float *o2 = la ? la->o2 : S + sl.o2;
-            kern_mm c2[2] = {tap_job(o2, o1e, &L->lfa_c2, 0, T, 0), tap_job(o2, o1e + Hh, &L->lfa_c2, 1, T, 1)};
+            kern_mm c2[2] = {tap_job(o2, o1p, &L->lfa_c2, 0, T, 0), tap_job(o2, o1, &L->lfa_c2, 1, T, 1)};
             TRY(kern_matmul_multi(c2, 2));
             ops_add_bias(o2, L->lfa_b2.data, T, H);
             float *lin = o2;
             if (la) {
-                memcpy(la->o1, o1e + Hh, (size_t)(T * Hh) * sizeof(float));
+                memcpy(la->o1, o1, (size_t)(T * Hh) * sizeof(float));
                 lin = la->lfa_in;
                 memcpy(lin, o2, (size_t)(T * H) * sizeof(float));
             }
             ops_add(lin, x, T * H);
             f = la ? la->f : S + sl.f;
             ops_rmsnorm(f, la ? la->rstd_lfa : NULL, lin, L->lfa_norm.data, T, H, hp->norm_eps);
-            memcpy(carry, o1e + T * Hh, (size_t)Hh * sizeof(float));
-            memcpy(carry + H, xe + T * H, (size_t)H * sizeof(float));
         }
         float *q = la ? la->q : S + sl.q, *k = la ? la->k : S + sl.k, *v = la ? la->v : S + sl.v;
         kern_mm qkv[3] = {mm_job(q, f, &L->wq, T), mm_job(k, f, &L->wk, T), mm_job(v, x, &L->wv, T)};
@@ -880,24 +907,29 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             ops_rope(q, T, nh, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
             ops_rope(k, T, nkv, d, L->var.rope_dims, (int)L->var.rope_pairing, cs, sn);
         }
-        /* head-major cache [n_kv][n_ctx][d]: each head's keys are one contiguous stream for attention */
-        bool f16 = s->kv_type == GGML_F16;
-        size_t es = f16 ? 2 : sizeof(float), lo = (size_t)l * (size_t)s->n_ctx * (size_t)Pkv * es;
-        uint8_t *kc = (uint8_t *)s->k_cache + lo, *vc = (uint8_t *)s->v_cache + lo;
-        for (int64_t g = 0; g < nkv; g++)
-            for (int64_t t = 0; t < T; t++) {
-                size_t dst = ((size_t)g * (size_t)s->n_ctx + (size_t)(pos0 + t)) * (size_t)d * es;
-                if (f16) {
-                    ops_f32_to_f16((uint16_t *)(kc + dst), k + t * Pkv + g * d, d);
-                    ops_f32_to_f16((uint16_t *)(vc + dst), v + t * Pkv + g * d, d);
-                } else {
-                    memcpy(kc + dst, k + t * Pkv + g * d, (size_t)d * sizeof(float));
-                    memcpy(vc + dst, v + t * Pkv + g * d, (size_t)d * sizeof(float));
-                }
-            }
         float *atty = la ? la->atty : S + sl.atty;
-        ops_attention_blocked(atty, la ? la->att : NULL, q, kc, vc, s->kv_type, d, s->n_ctx * d, pos0, T, nh, nkv,
-                              d, scale, att_scr, s->att_threads);
+        for (int64_t b = 0, r0 = 0; b < n_seq; r0 += n_tok[b], b++) {
+            seq_state *s = seqs[b];
+            int64_t pos0 = s->pos, n = n_tok[b];
+            /* head-major cache [n_kv][n_ctx][d]: each head's keys are one contiguous stream for attention */
+            bool f16 = s->kv_type == GGML_F16;
+            size_t es = f16 ? 2 : sizeof(float), lo = (size_t)l * (size_t)s->n_ctx * (size_t)Pkv * es;
+            uint8_t *kc = (uint8_t *)s->k_cache + lo, *vc = (uint8_t *)s->v_cache + lo;
+            const float *kr = k + r0 * Pkv, *vr = v + r0 * Pkv;
+            for (int64_t g = 0; g < nkv; g++)
+                for (int64_t t = 0; t < n; t++) {
+                    size_t dst = ((size_t)g * (size_t)s->n_ctx + (size_t)(pos0 + t)) * (size_t)d * es;
+                    if (f16) {
+                        ops_f32_to_f16((uint16_t *)(kc + dst), kr + t * Pkv + g * d, d);
+                        ops_f32_to_f16((uint16_t *)(vc + dst), vr + t * Pkv + g * d, d);
+                    } else {
+                        memcpy(kc + dst, kr + t * Pkv + g * d, (size_t)d * sizeof(float));
+                        memcpy(vc + dst, vr + t * Pkv + g * d, (size_t)d * sizeof(float));
+                    }
+                }
+            ops_attention_blocked(atty + r0 * nh * d, la ? la->att : NULL, q + r0 * nh * d, kc, vc, s->kv_type, d,
+                                  s->n_ctx * d, pos0, n, nh, nkv, d, scale, att_scr, seqs[0]->att_threads);
+        }
         kern_mm wo = mm_job(h, atty, &L->wo, T);
         wo.accumulate = 1; /* h += Wo·att: the same bits as a product then ops_add */
         TRY(kern_matmul_multi(&wo, 1));
@@ -913,7 +945,7 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
             TRY(matmul(ffo, hid, &L->ffn_down, T));
         } else {
             float *rl = la ? la->rlogits : S + sl.rl, *selw = la ? la->selw : S + sl.selw;
-            int32_t *sel = la ? la->sel : s->iscratch + sl.sel;
+            int32_t *sel = la ? la->sel : IS + sl.sel;
             if (L->var.ffn == MODEL_FFN_MOE_ATTN) {
                 float *rq = la ? la->rq : S + sl.rq, *rk = la ? la->rk : S + sl.rk, *rv = la ? la->rv : S + sl.rv;
                 kern_mm rqkv[3] = {mm_job(rq, u, &L->router_q, T), mm_job(rk, u, &L->router_k, T),
@@ -928,7 +960,7 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
                               (const void *const *)L->exp_down, L->gate_exps.type, L->up_exps.type,
                               L->down_exps.type, E, H, hp->n_ff_exp};
             memset(ffo, 0, (size_t)(T * H) * sizeof(float));
-            TRY(moe_experts_forward(ffo, u, sel, selw, T, K, &ex, S + sl.moe, s->iscratch + sl.imoe,
+            TRY(moe_experts_forward(ffo, u, sel, selw, T, K, &ex, S + sl.moe, IS + sl.imoe,
                                     la ? la->e_gate : NULL, la ? la->e_up : NULL, la ? la->e_hid : NULL,
                                     la ? la->e_y : NULL));
         }
@@ -939,17 +971,34 @@ int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, f
         ops_rmsnorm(acts->hn, acts->rstd_out, h, m->output_norm.data, T, H, hp->norm_eps);
     }
     if (logits) {
-        int64_t rows = (flags & MODEL_FWD_LAST) ? 1 : T;
-        const float *src = h + (T - rows) * H;
         float *hn = S + sl.hn;
-        if (acts) hn = acts->hn + (T - rows) * H;
-        else ops_rmsnorm(hn, NULL, src, m->output_norm.data, rows, H, hp->norm_eps);
+        int64_t rows = T;
+        if (acts) {
+            hn = acts->hn;
+        } else if (flags & MODEL_FWD_LAST) { /* the last row of each sequence */
+            rows = n_seq;
+            for (int64_t b = 0, r0 = 0; b < n_seq; r0 += n_tok[b], b++)
+                ops_rmsnorm(hn + b * H, NULL, h + (r0 + n_tok[b] - 1) * H, m->output_norm.data, 1, H, hp->norm_eps);
+        } else {
+            ops_rmsnorm(hn, NULL, h, m->output_norm.data, T, H, hp->norm_eps);
+        }
+        if (acts && (flags & MODEL_FWD_LAST)) hn += (T - 1) * H, rows = 1;
         TRY(kern_matmul(logits, hn, m->output.data, m->output.type, rows, H, V));
     }
-    s->pos += T;
+    for (int b = 0; b < n_seq; b++) seqs[b]->pos += n_tok[b];
     return 0;
 fail:
     return -1;
+}
+
+int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, float *logits, unsigned flags,
+                  model_acts *acts) {
+    return forward_core(m, &s, 1, &T, ids, logits, flags, acts);
+}
+
+int model_forward_batch(const model *m, seq_state *const *seqs, int n_seq, const int32_t *ids, const int64_t *n_tok,
+                        float *logits, unsigned flags) {
+    return forward_core(m, seqs, n_seq, n_tok, ids, logits, flags, NULL);
 }
 
 /* ---- accounting ----------------------------------------------------------------------------------------- */

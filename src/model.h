@@ -174,6 +174,7 @@ typedef struct seq_state {
     float *scratch;
     size_t scratch_cap;
     int64_t scratch_T;
+    int64_t scratch_ctx; /* positions the attention scratch was sized for */
     int32_t *iscratch;
     size_t iscratch_cap;
     int att_threads;   /* per-thread attention score rows allocated in scratch */
@@ -248,6 +249,17 @@ enum {
  * untouched). A failure inside the layers (out of memory in a kernel) leaves s half-updated: reset it. */
 int model_forward(const model *m, seq_state *s, const int32_t *ids, int64_t T, float *logits, unsigned flags,
                   model_acts *acts);
+
+/* One step for several sequences at once (batched decode, or prefill of several prompts): sequence seqs[b] takes
+ * the n_tok[b] >= 1 ids that follow those of seqs[b-1] in ids, at its own positions, and advances by n_tok[b].
+ * All rows share each layer's matrix products (tokens grouped by expert: each expert's weights are read once per
+ * step, not once per sequence); RoPE, the KV cache, attention and the LFA carry are per sequence. The states must
+ * be distinct and belong to m; the first one's scratch serves the whole batch. logits: [Σ n_tok, V], or with
+ * MODEL_FWD_LAST [n_seq, V] (the last row of each sequence), or NULL. Each row equals what model_forward on its
+ * sequence alone gives, up to the summation order of the float kernels (more rows take the blocked GEMM path).
+ * Errors as model_forward (checked before anything changes). */
+int model_forward_batch(const model *m, seq_state *const *seqs, int n_seq, const int32_t *ids, const int64_t *n_tok,
+                        float *logits, unsigned flags);
 
 /* ---- accounting (moec info) ------------------------------------------------------------------------------- */
 typedef struct {
