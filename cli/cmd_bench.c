@@ -27,14 +27,16 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec bench -m FILE [-t THREADS] [-p PROMPT_TOKENS=512] [-n DECODE_TOKENS=128] [-r REPS=1]\n"
-               "                  [--kv f16|f32] [--no-bw] [--peer SCRIPT | --no-peer] [--json]\n"
+               "                  [-b SEQUENCES=1] [--kv f16|f32] [--no-bw] [--peer SCRIPT | --no-peer] [--json]\n"
                "       moec bench --bandwidth [-t THREADS] [--json]\n"
                "  prompt ids are 3 + (i*7919 mod (V-3)); decode is greedy; times cover model_forward only;\n"
                "  with -r, the best time of each phase over the repetitions. KV cache F16 by default, as llama.cpp's\n"
                "  (generate and chat default to f32). Then the read bandwidth with the same\n"
                "  threads (decode bound = bandwidth / weight bytes per token; --no-bw skips it) and, for a llama\n"
                "  model, llama.cpp on the same file when its peer is installed (bench/llamacpp.mjs next to the\n"
-               "  moec binary's source tree or in ./bench, or --peer SCRIPT; needs node; --no-peer skips it)\n");
+               "  moec binary's source tree or in ./bench, or --peer SCRIPT; needs node; --no-peer skips it).\n"
+               "  -b B: B sequences with different prompts, prefilled in one call and decoded together (one\n"
+               "  model_forward_batch per step); tokens/s count all sequences (no bound or peer for B > 1)\n");
 }
 
 /* ---- read bandwidth: the ceiling of decode, which streams the active weights once per token ---- */
@@ -242,7 +244,7 @@ static int bandwidth_only(const char *cmd, int json) {
 
 int cmd_bench(int argc, char **argv) {
     const char *cmd = argv[0], *path = NULL, *peer = NULL;
-    long threads = 0, n_prompt = 512, n_gen = 128, reps = 1;
+    long threads = 0, n_prompt = 512, n_gen = 128, reps = 1, n_seq = 1;
     int json = 0, kv = GGML_F16, bw = 1, no_peer = 0, bw_only = 0;
     char peer_buf[4300];
     for (int i = 1; i < argc; i++) {
@@ -259,17 +261,19 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--bandwidth")) {
             bw_only = 1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "-t") || !strcmp(a, "-p") || !strcmp(a, "-n") ||
-                   !strcmp(a, "-r") || !strcmp(a, "--kv") || !strcmp(a, "--peer")) {
+                   !strcmp(a, "-r") || !strcmp(a, "-b") || !strcmp(a, "--kv") || !strcmp(a, "--peer")) {
             if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "-m")) path = v;
             else if (!strcmp(a, "--peer")) peer = v;
             else if (!strcmp(a, "--kv")) {
                 if (cli_parse_kv_type(cmd, v, &kv)) return 2;
-            } else if (cli_parse_int(cmd, a, v, 1, !strcmp(a, "-t") ? 1024 : !strcmp(a, "-r") ? 1000 : 1L << 20,
+            } else if (cli_parse_int(cmd, a, v, 1,
+                                     !strcmp(a, "-t") ? 1024 : !strcmp(a, "-r") ? 1000 : !strcmp(a, "-b") ? 256 : 1L << 20,
                                      !strcmp(a, "-t")   ? &threads
                                      : !strcmp(a, "-p") ? &n_prompt
                                      : !strcmp(a, "-n") ? &n_gen
+                                     : !strcmp(a, "-b") ? &n_seq
                                                         : &reps))
                 return 2;
         } else if (a[0] == '-') {
@@ -290,65 +294,80 @@ int cmd_bench(int argc, char **argv) {
     if (peer && !peer_installed(peer))
         return cli_usage_error(cmd, "--peer %s: no such script, or node-llama-cpp is not installed beside it", peer);
     int rc = 1;
-    int32_t *ids = NULL, *gen = NULL;
+    int32_t *ids = NULL, *gen = NULL, *cur = NULL;
+    int64_t *plen = NULL, *ones = NULL;
     float *logits = NULL;
-    seq_state *s = NULL;
+    seq_state **seqs = NULL;
     cJSON *pj = NULL;
     model *m = model_load(path, NULL);
     if (!m) return cli_fail(cmd);
     const int64_t V = m->hp.n_vocab;
-    ids = malloc((size_t)n_prompt * sizeof *ids);
+    const int B = (int)n_seq;
+    ids = malloc((size_t)B * (size_t)n_prompt * sizeof *ids);
     gen = malloc((size_t)(n_gen + 1) * sizeof *gen);
-    logits = malloc((size_t)V * sizeof *logits);
-    if (!ids || !gen || !logits) {
+    cur = malloc((size_t)B * sizeof *cur);
+    plen = malloc((size_t)B * sizeof *plen);
+    ones = malloc((size_t)B * sizeof *ones);
+    logits = malloc((size_t)B * (size_t)V * sizeof *logits);
+    seqs = calloc((size_t)B, sizeof *seqs);
+    if (!ids || !gen || !cur || !plen || !ones || !logits || !seqs) {
         fprintf(stderr, "moec %s: out of memory\n", cmd);
         goto done;
     }
-    for (long i = 0; i < n_prompt; i++) ids[i] = (int32_t)(V > 3 ? 3 + ((int64_t)i * 7919) % (V - 3) : i % V);
-    s = model_seq_new_ex(m, n_prompt + n_gen + 1, (ggml_type)kv);
-    if (!s) goto fail;
-
-    /* warm-up: touch the weights (mmap) and grow the scratch buffers, then forget the sequence */
-    int64_t nw = n_prompt < 8 ? n_prompt : 8;
-    if (model_forward(m, s, ids, nw, logits, MODEL_FWD_LAST, NULL)) goto fail;
-    for (int k = 0; k < 2; k++) {
-        int32_t t = argmax(logits, V);
-        if (model_forward(m, s, &t, 1, logits, MODEL_FWD_LAST, NULL)) goto fail;
+    /* sequence b's prompt: 3 + ((i·7919 + b·104729) mod (V-3)) (sequence 0: the prompt llama.cpp gets too) */
+    for (int b = 0; b < B; b++) {
+        for (long i = 0; i < n_prompt; i++)
+            ids[(size_t)b * (size_t)n_prompt + (size_t)i] =
+                (int32_t)(V > 3 ? 3 + ((int64_t)i * 7919 + (int64_t)b * 104729) % (V - 3) : i % V);
+        ones[b] = 1;
+        if (!(seqs[b] = model_seq_new_ex(m, n_prompt + n_gen + 1, (ggml_type)kv))) goto fail;
     }
 
-    /* R repetitions of (reset, prompt, decode); the best time of each phase is reported (interference from
+    /* warm-up: touch the weights (mmap) and grow the scratch buffers, then forget the sequences */
+    for (int b = 0; b < B; b++) plen[b] = n_prompt < 8 ? n_prompt : 8;
+    if (model_forward_batch(m, seqs, B, ids, plen, logits, MODEL_FWD_LAST)) goto fail;
+    for (int k = 0; k < 2; k++) {
+        for (int b = 0; b < B; b++) cur[b] = argmax(logits + (size_t)b * (size_t)V, V);
+        if (model_forward_batch(m, seqs, B, cur, ones, logits, MODEL_FWD_LAST)) goto fail;
+    }
+
+    /* R repetitions of (reset, prompts, decode); the best time of each phase is reported (interference from
      * other jobs only ever slows a run down) */
     double t_pp = 0, t_tg = 0;
+    for (int b = 0; b < B; b++) plen[b] = n_prompt;
     for (long r = 0; r < reps; r++) {
-        model_seq_reset(s);
+        for (int b = 0; b < B; b++) model_seq_reset(seqs[b]);
         double t0 = moec_time();
-        if (model_forward(m, s, ids, n_prompt, logits, MODEL_FWD_LAST, NULL)) goto fail;
+        if (model_forward_batch(m, seqs, B, ids, plen, logits, MODEL_FWD_LAST)) goto fail;
         double pp = moec_time() - t0, tg = 0;
-        gen[0] = argmax(logits, V);
+        for (int b = 0; b < B; b++) cur[b] = argmax(logits + (size_t)b * (size_t)V, V);
+        gen[0] = cur[0];
         for (long k = 0; k < n_gen; k++) {
             t0 = moec_time();
-            if (model_forward(m, s, &gen[k], 1, logits, MODEL_FWD_LAST, NULL)) goto fail;
+            if (model_forward_batch(m, seqs, B, cur, ones, logits, MODEL_FWD_LAST)) goto fail;
             tg += moec_time() - t0;
-            gen[k + 1] = argmax(logits, V);
+            for (int b = 0; b < B; b++) cur[b] = argmax(logits + (size_t)b * (size_t)V, V);
+            gen[k + 1] = cur[0];
         }
         if (r == 0 || pp < t_pp) t_pp = pp;
         if (r == 0 || tg < t_tg) t_tg = tg;
     }
     model_stats st;
     model_get_stats(m, n_prompt, &st);
-    double pp_tps = (double)n_prompt / t_pp, tg_tps = (double)n_gen / t_tg;
+    double pp_tps = (double)B * (double)n_prompt / t_pp, tg_tps = (double)B * (double)n_gen / t_tg;
     double rss = peak_rss_mb();
     int nthr = omp_get_max_threads();
     /* the peer, on the same file with the same settings (llama.cpp cannot load yuan2moe) */
     int is_llama = m->hp.arch == MODEL_ARCH_LLAMA;
     const char *script = NULL;
-    if (!no_peer && is_llama) script = peer ? peer : peer_find(peer_buf, sizeof peer_buf);
+    if (!no_peer && is_llama && B == 1) script = peer ? peer : peer_find(peer_buf, sizeof peer_buf);
     if (script) {
         if (!json) fprintf(stderr, "moec %s: running llama.cpp (%s) on the same file...\n", cmd, script);
         pj = peer_run(script, path, nthr, n_prompt, n_gen, reps);
         if (!pj) fprintf(stderr, "moec %s: %s\n", cmd, moec_last_error());
     }
     double bw_best = 0, bw_med = 0, bound = 0;
+    if (B > 1) bw = 0; /* the bound is per token of one sequence */
     if (bw) {
         if (read_bandwidth(nthr, 512, 3, &bw_best, &bw_med)) goto fail;
         bound = bw_best * 1e9 / st.weight_bytes_per_token;
@@ -357,10 +376,10 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"engine\":\"moec\",\"model\":\"");
         json_str(path);
-        printf("\",\"threads\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,\"kv\":\"%s\","
+        printf("\",\"threads\":%d,\"batch\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,\"kv\":\"%s\","
                "\"pp_ms\":%.3f,\"tg_ms\":%.3f,\"pp_tps\":%.4f,\"tg_tps\":%.4f,\"rss_max_mb\":%.1f,"
                "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,",
-               nthr, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", t_pp * 1e3, t_tg * 1e3,
+               nthr, B, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", t_pp * 1e3, t_tg * 1e3,
                pp_tps, tg_tps, rss, st.weight_bytes_per_token, st.flops_per_token);
         if (bw) printf("\"read_gbps\":%.3f,\"tg_bound_tps\":%.4f,\"tg_bound_frac\":%.4f,", bw_best, bound,
                        tg_tps / bound);
@@ -376,10 +395,17 @@ int cmd_bench(int argc, char **argv) {
         printf("model:     %s (%s, %.1f M params, %.1f M active)\n", path, model_arch_name(m->hp.arch),
                st.total_params / 1e6, st.active_params / 1e6);
         printf("threads:   %d, KV cache %s\n", nthr, kv == GGML_F16 ? "F16" : "F32");
-        printf("prompt:    %ld tokens in %.3f s = %.2f tokens/s (%.2f GFLOP/s)\n", n_prompt, t_pp, pp_tps,
-               pp_tps * st.flops_per_token / 1e9);
-        printf("decode:    %ld tokens in %.3f s = %.2f tokens/s (%.2f GB/s of weights)\n", n_gen, t_tg, tg_tps,
-               tg_tps * st.weight_bytes_per_token / 1e9);
+        if (B > 1) {
+            printf("prompt:    %d x %ld tokens in one call, %.3f s = %.2f tokens/s (%.2f GFLOP/s)\n", B, n_prompt, t_pp,
+                   pp_tps, pp_tps * st.flops_per_token / 1e9);
+            printf("decode:    %ld steps x %d sequences in %.3f s = %.2f tokens/s (%.2f per sequence)\n", n_gen, B,
+                   t_tg, tg_tps, tg_tps / B);
+        } else {
+            printf("prompt:    %ld tokens in %.3f s = %.2f tokens/s (%.2f GFLOP/s)\n", n_prompt, t_pp, pp_tps,
+                   pp_tps * st.flops_per_token / 1e9);
+            printf("decode:    %ld tokens in %.3f s = %.2f tokens/s (%.2f GB/s of weights)\n", n_gen, t_tg, tg_tps,
+                   tg_tps * st.weight_bytes_per_token / 1e9);
+        }
         printf("peak RSS:  %.1f MB\n", rss);
         if (bw)
             printf("bound:     %.2f tokens/s = read bandwidth %.2f GB/s / %.1f MB of weights per token; decode at "
@@ -390,6 +416,8 @@ int cmd_bench(int argc, char **argv) {
             printf("llama.cpp: prompt %.2f tokens/s, decode %.2f tokens/s, peak RSS %.1f MB (%s, its own timings)\n",
                    l_pp, l_tg, jnum(pj, "rss_max_mb"), cJSON_IsString(pv) ? pv->valuestring : "peer");
             printf("ratio:     moec/llama.cpp prompt %.2fx, decode %.2fx\n", pp_tps / l_pp, tg_tps / l_tg);
+        } else if (!no_peer && B > 1) {
+            printf("llama.cpp: not run (batched decode is measured for moec only)\n");
         } else if (!no_peer && !is_llama) {
             printf("llama.cpp: not run (it cannot load the %s architecture)\n", model_arch_name(m->hp.arch));
         } else if (!no_peer && !script) {
@@ -402,7 +430,11 @@ fail:
     rc = cli_fail(cmd);
 done:
     cJSON_Delete(pj);
-    model_seq_free(s);
+    for (int b = 0; seqs && b < (int)n_seq; b++) model_seq_free(seqs[b]);
+    free(seqs);
+    free(cur);
+    free(plen);
+    free(ones);
     model_free(m);
     free(ids);
     free(gen);

@@ -23,7 +23,7 @@ bad() { echo "FAIL $*"; fail=1; }
 "$PY" - "$tmp/moec.json" <<'PYEOF' && ok "moec bench JSON, bound = bandwidth / weight bytes" || bad "moec bench JSON: $(cat "$tmp/moec.json")"
 import json, sys
 r = json.load(open(sys.argv[1]))
-assert r["engine"] == "moec" and r["threads"] == 1 and r["n_prompt"] == 24 and r["n_gen"] == 16, r
+assert r["engine"] == "moec" and r["threads"] == 1 and r["batch"] == 1 and r["n_prompt"] == 24 and r["n_gen"] == 16, r
 assert r["pp_tps"] > 0 and r["tg_tps"] > 0 and r["rss_max_mb"] > 0 and len(r["tokens"]) == 16, r
 assert all(0 <= t < 32000 for t in r["tokens"]), r
 assert r["kv"] == "f16" and "peer" not in r, r  # the default: F16, as llama.cpp
@@ -35,6 +35,15 @@ assert r["weight_bytes_per_token"] == L * per_layer + 4 * H + 4 * H + 4 * V * H,
 assert 0.5 < r["read_gbps"] < 1000, r
 assert abs(r["tg_bound_tps"] - r["read_gbps"] * 1e9 / r["weight_bytes_per_token"]) < 1e-3 * r["tg_bound_tps"], r
 assert abs(r["tg_bound_frac"] - r["tg_tps"] / r["tg_bound_tps"]) < 1e-3, r
+PYEOF
+# batched decode: 3 sequences with different prompts decoded together; sequence 0 has the single-sequence prompt,
+# so its greedy tokens must be those of the run above
+"$MOEC" bench -m "$tmp/m.gguf" -t 2 -p 24 -n 16 -b 3 --json >"$tmp/b3.json" 2>"$tmp/err" && "$PY" - "$tmp/moec.json" "$tmp/b3.json" <<'PYEOF' \
+    && ok "moec bench -b 3: sequence 0 decodes the same tokens in a batch" || bad "moec bench -b 3: $(cat "$tmp/b3.json" "$tmp/err")"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert b["batch"] == 3 and b["n_gen"] == 16 and "peer" not in b and "read_gbps" not in b, b
+assert b["tokens"] == a["tokens"], (a["tokens"], b["tokens"])
 PYEOF
 "$MOEC" bench --bandwidth -t 1 --json >"$tmp/bw.json" 2>"$tmp/err" && "$PY" -c '
 import json, sys; r = json.load(open(sys.argv[1])); assert r["threads"] == 1 and 0 < r["median_gbps"] <= r["best_gbps"], r
