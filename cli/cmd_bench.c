@@ -36,7 +36,8 @@ static void usage(FILE *f) {
                "  model, llama.cpp on the same file when its peer is installed (bench/llamacpp.mjs next to the\n"
                "  moec binary's source tree or in ./bench, or --peer SCRIPT; needs node; --no-peer skips it).\n"
                "  -b B: B sequences with different prompts, prefilled in one call and decoded together (one\n"
-               "  model_forward_batch per step); tokens/s count all sequences (no bound or peer for B > 1)\n");
+               "  model_forward_batch per step; llama.cpp: B sequences of one context); tokens/s count all\n"
+               "  sequences (no bound for B > 1)\n");
 }
 
 /* ---- read bandwidth: the ceiling of decode, which streams the active weights once per token ---- */
@@ -137,14 +138,15 @@ static const char *peer_find(char *buf, size_t cap) {
     return NULL;
 }
 
-/* Run `node SCRIPT MODEL -t T -p P -n N -r R` (UV_THREADPOOL_SIZE=1) and parse its JSON line. NULL + error. */
-static cJSON *peer_run(const char *script, const char *path, int nthr, long p, long n, long r) {
+/* Run `node SCRIPT MODEL -t T -p P -n N -r R -b B` (UV_THREADPOOL_SIZE=1) and parse its JSON line. NULL + error. */
+static cJSON *peer_run(const char *script, const char *path, int nthr, long p, long n, long r, int b) {
     int fd[2];
-    char targ[16], parg[24], narg[24], rarg[24];
+    char targ[16], parg[24], narg[24], rarg[24], barg[16];
     snprintf(targ, sizeof targ, "%d", nthr);
     snprintf(parg, sizeof parg, "%ld", p);
     snprintf(narg, sizeof narg, "%ld", n);
     snprintf(rarg, sizeof rarg, "%ld", r);
+    snprintf(barg, sizeof barg, "%d", b);
     if (pipe(fd) != 0) return moec_set_error("peer: pipe: %s", strerror(errno)), NULL;
     fflush(stdout);
     pid_t pid = fork();
@@ -156,7 +158,7 @@ static cJSON *peer_run(const char *script, const char *path, int nthr, long p, l
         dup2(fd[1], 1);
         close(fd[0]), close(fd[1]);
         setenv("UV_THREADPOOL_SIZE", "1", 1);
-        execlp("node", "node", script, path, "-t", targ, "-p", parg, "-n", narg, "-r", rarg, (char *)NULL);
+        execlp("node", "node", script, path, "-t", targ, "-p", parg, "-n", narg, "-r", rarg, "-b", barg, (char *)NULL);
         fprintf(stderr, "moec bench: cannot run node: %s\n", strerror(errno));
         _exit(127);
     }
@@ -360,10 +362,10 @@ int cmd_bench(int argc, char **argv) {
     /* the peer, on the same file with the same settings (llama.cpp cannot load yuan2moe) */
     int is_llama = m->hp.arch == MODEL_ARCH_LLAMA;
     const char *script = NULL;
-    if (!no_peer && is_llama && B == 1) script = peer ? peer : peer_find(peer_buf, sizeof peer_buf);
+    if (!no_peer && is_llama) script = peer ? peer : peer_find(peer_buf, sizeof peer_buf);
     if (script) {
         if (!json) fprintf(stderr, "moec %s: running llama.cpp (%s) on the same file...\n", cmd, script);
-        pj = peer_run(script, path, nthr, n_prompt, n_gen, reps);
+        pj = peer_run(script, path, nthr, n_prompt, n_gen, reps, B);
         if (!pj) fprintf(stderr, "moec %s: %s\n", cmd, moec_last_error());
     }
     double bw_best = 0, bw_med = 0, bound = 0;
@@ -416,8 +418,6 @@ int cmd_bench(int argc, char **argv) {
             printf("llama.cpp: prompt %.2f tokens/s, decode %.2f tokens/s, peak RSS %.1f MB (%s, its own timings)\n",
                    l_pp, l_tg, jnum(pj, "rss_max_mb"), cJSON_IsString(pv) ? pv->valuestring : "peer");
             printf("ratio:     moec/llama.cpp prompt %.2fx, decode %.2fx\n", pp_tps / l_pp, tg_tps / l_tg);
-        } else if (!no_peer && B > 1) {
-            printf("llama.cpp: not run (batched decode is measured for moec only)\n");
         } else if (!no_peer && !is_llama) {
             printf("llama.cpp: not run (it cannot load the %s architecture)\n", model_arch_name(m->hp.arch));
         } else if (!no_peer && !script) {

@@ -38,7 +38,7 @@ assert abs(r["tg_bound_frac"] - r["tg_tps"] / r["tg_bound_tps"]) < 1e-3, r
 PYEOF
 # batched decode: 3 sequences with different prompts decoded together; sequence 0 has the single-sequence prompt,
 # so its greedy tokens must be those of the run above
-"$MOEC" bench -m "$tmp/m.gguf" -t 2 -p 24 -n 16 -b 3 --json >"$tmp/b3.json" 2>"$tmp/err" && "$PY" - "$tmp/moec.json" "$tmp/b3.json" <<'PYEOF' \
+"$MOEC" bench -m "$tmp/m.gguf" -t 2 -p 24 -n 16 -b 3 --no-peer --json >"$tmp/b3.json" 2>"$tmp/err" && "$PY" - "$tmp/moec.json" "$tmp/b3.json" <<'PYEOF' \
     && ok "moec bench -b 3: sequence 0 decodes the same tokens in a batch" || bad "moec bench -b 3: $(cat "$tmp/b3.json" "$tmp/err")"
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
@@ -70,6 +70,15 @@ assert abs(a["tg_ratio"] - a["tg_tps"] / b["tg_tps"]) < 1e-3 * a["tg_ratio"], a
 ok = a["tokens"] == b["tokens"]
 print(("ok   " if ok else "FAIL ") + f"greedy tokens moec {a['tokens']} vs llama.cpp {b['tokens']}")
 sys.exit(0 if ok else 1)
+PYEOF
+# batched decode on both engines: 3 sequences in lock step; sequence 0's greedy tokens agree, and llama.cpp batched
+# every decode token with the others
+"$MOEC" bench -m "$tmp/m.gguf" -t 1 -p 24 -n 16 -b 3 --peer bench/llamacpp.mjs --json >"$tmp/bb.json" 2>"$tmp/err" \
+    && "$PY" - "$tmp/bb.json" <<'PYEOF' && ok "moec bench -b 3 --peer: llama.cpp batched too, same tokens" || bad "bench -b 3 --peer: $(cat "$tmp/bb.json" "$tmp/err")"
+import json, sys
+a = json.load(open(sys.argv[1])); b = a["peer"]
+assert a["batch"] == 3 and b["batch"] == 3 and b["n_gen"] == 16 and b["tg_tokens_unbatched"] == 0, a
+assert a["tokens"] == b["tokens"], (a["tokens"], b["tokens"])
 PYEOF
 # the human summary names the peer and the ratios
 "$MOEC" bench -m "$tmp/m.gguf" -t 1 -p 8 -n 4 --no-bw >"$tmp/both.txt" 2>"$tmp/err" && grep -q "^llama.cpp: prompt" "$tmp/both.txt" \
