@@ -10,7 +10,6 @@
  * or one JSON line with --json. `moec bench --bandwidth [-t T]` measures the bandwidth only. */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +42,7 @@ static void usage(FILE *f) {
 /* ---- read bandwidth: the ceiling of decode, which streams the active weights once per token ---- */
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
 __attribute__((target("avx2"))) static uint64_t sum_words_avx2(const uint64_t *p, size_t n) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
