@@ -249,8 +249,15 @@ int cmd_bench(int argc, char **argv) {
     long threads = 0, n_prompt = 512, n_gen = 128, reps = 1, n_seq = 1;
     int json = 0, kv = GGML_F16, bw = 1, no_peer = 0, bw_only = 0;
     char peer_buf[4300];
+    const struct {
+        const char *opt;
+        long max, *dst;
+    } ints[] = {{"-t", 1024, &threads}, {"-p", 1L << 20, &n_prompt}, {"-n", 1L << 20, &n_gen}, {"-r", 1000, &reps},
+                {"-b", 256, &n_seq}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int k = 0;
+        while (k < (int)(sizeof ints / sizeof ints[0]) && strcmp(a, ints[k].opt)) k++;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -262,22 +269,17 @@ int cmd_bench(int argc, char **argv) {
             no_peer = 1;
         } else if (!strcmp(a, "--bandwidth")) {
             bw_only = 1;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "-t") || !strcmp(a, "-p") || !strcmp(a, "-n") ||
-                   !strcmp(a, "-r") || !strcmp(a, "-b") || !strcmp(a, "--kv") || !strcmp(a, "--peer")) {
+        } else if (k < (int)(sizeof ints / sizeof ints[0]) || !strcmp(a, "-m") || !strcmp(a, "--kv") ||
+                   !strcmp(a, "--peer")) {
             if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "-m")) path = v;
             else if (!strcmp(a, "--peer")) peer = v;
             else if (!strcmp(a, "--kv")) {
                 if (cli_parse_kv_type(cmd, v, &kv)) return 2;
-            } else if (cli_parse_int(cmd, a, v, 1,
-                                     !strcmp(a, "-t") ? 1024 : !strcmp(a, "-r") ? 1000 : !strcmp(a, "-b") ? 256 : 1L << 20,
-                                     !strcmp(a, "-t")   ? &threads
-                                     : !strcmp(a, "-p") ? &n_prompt
-                                     : !strcmp(a, "-n") ? &n_gen
-                                     : !strcmp(a, "-b") ? &n_seq
-                                                        : &reps))
+            } else if (cli_parse_int(cmd, a, v, 1, ints[k].max, ints[k].dst)) {
                 return 2;
+            }
         } else if (a[0] == '-') {
             return cli_usage_error(cmd, "unknown option '%s'", a);
         } else if (!path) {
