@@ -823,7 +823,7 @@ static int forward_core(const model *m, seq_state *const *seqs, int n_seq, const
     const model_hparams *hp = &m->hp;
     scratch_layout sl;
     int64_t T = 0, n_ctx_max = 0;
-    CHECK(n_seq >= 1 && seqs && n_tok, "model_forward: no sequences");
+    CHECK(n_seq >= 1 && seqs && n_tok && ids, "model_forward: no sequences, token counts or ids");
     for (int b = 0; b < n_seq; b++) {
         const seq_state *s = seqs[b];
         CHECK(s && s->m == m, "model_forward: sequence state %d belongs to another model", b);

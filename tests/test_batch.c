@@ -119,6 +119,7 @@ static void check_batch(const model *m, const char *name) {
                 bs[0]->pos == p0,
             "%s: bad id: error (%s)", name, moec_last_error());
     T_CHECK(model_forward_batch(m, bs, 0, next, one, lb, 0) != 0, "%s: no sequences: error", name);
+    T_CHECK(model_forward_batch(m, bs, 2, NULL, one, lb, 0) != 0 && bs[0]->pos == p0, "%s: no ids: error", name);
     for (int b = 0; b < NS; b++) model_seq_free(bs[b]), model_seq_free(rs[b]);
 }
 
