@@ -30,6 +30,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,7 @@ typedef struct {
 #endif
 #define KQ_TOK 64     /* tokens per work item (quantized) */
 #define KQ_ROWS 64    /* rows per work item (quantized) */
+#define KERN_MAX_RANGES 256 /* work ranges of kern_matmul_multi: its parallel regions use at most this many threads */
 #ifndef PAR_MIN_MACS
 #define PAR_MIN_MACS 262144.0 /* below this many multiply-adds (512x512 at T=1) a call runs on the calling thread */
 #endif
@@ -1215,7 +1217,23 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
         return 0;
     }
     int bad = 0;
-#pragma omp parallel
+    /* work split: thread t owns the contiguous items [start_t, end_t) and takes them one at a time from the front;
+     * when its own run out it takes the others' (one at a time, from their fronts). Each thread streams one
+     * contiguous stretch of the weights (the prefetchers' best case), and a thread the OS preempts holds the others
+     * up by one item at most (dynamic,1 gave the second, static the first). */
+    struct {
+        _Atomic int64_t next;
+        int64_t end;
+        char pad[48]; /* one cache line per cursor */
+    } cur[KERN_MAX_RANGES];
+    int nr = omp_get_max_threads();
+    if (nr > KERN_MAX_RANGES) nr = KERN_MAX_RANGES;
+    if (nr < 1) nr = 1;
+    for (int t = 0; t < nr; t++) {
+        atomic_init(&cur[t].next, n_items * t / nr);
+        cur[t].end = n_items * (t + 1) / nr;
+    }
+#pragma omp parallel num_threads(nr)
     {
         if (act_in_region) {
 #pragma omp for schedule(static)
@@ -1233,11 +1251,16 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
 #pragma omp atomic write
             bad = 1;
         }
-        /* dynamic items: a thread the OS preempts does not hold the others up for half the work; nowait: the
-         * region's own join is the only barrier needed after the last loop */
-#pragma omp for schedule(dynamic, 1) nowait
-        for (int64_t it = 0; it < n_items; it++)
-            if (ok) run_item(simd, mj, g, ng, it, panel, acct);
+        /* own range first, then the others' in turn; the region's join is the only barrier after it */
+        const int th = omp_get_thread_num();
+        for (int k = 0; k < nr; k++) {
+            const int u = (th + k) % nr;
+            for (;;) {
+                int64_t it = atomic_fetch_add_explicit(&cur[u].next, 1, memory_order_relaxed);
+                if (it >= cur[u].end) break;
+                if (ok) run_item(simd, mj, g, ng, it, panel, acct);
+            }
+        }
     }
     return bad ? moec_set_error("kern_matmul: out of memory") : 0;
 }
