@@ -17,7 +17,8 @@
  *   per work item into a panel when the item has more than 4 tokens, with a linear software prefetch.
  * Threads: kern_matmul_multi runs any number of independent products in one OpenMP parallel region (kern_matmul is
  *   one job), only when the call has enough work to pay for it; work items (row blocks x token blocks of every job)
- *   are handed out dynamically. Per-element arithmetic never depends on the item boundaries or the thread count.
+ *   are split into one contiguous range per thread, taken one at a time, and a thread done with its range takes
+ *   the others' items. Per-element arithmetic never depends on the item boundaries or the thread count.
  * kern_gemm_acc (C += A·B, fp32, the backward pass): work items are (256 columns of C) x (a group of 96-row blocks),
  *   the groups sized so there are ~3 items per thread. Per k chunk of 256 an item packs its B panel once into 16-column
  *   strips, then per row block packs A into 6-row k-major strips (register transposes) and runs a 6x16 FMA
