@@ -91,17 +91,24 @@ if (!Number.isInteger(vocab) || vocab < 4) {
     process.stderr.write(`llamacpp.mjs: cannot read the vocabulary size of ${model_path}\n`);
     process.exit(1);
 }
-const prompt = [];
-for (let i = 0; i < n_prompt; i++) prompt.push(3 + ((i * 7919) % Math.max(1, vocab - 3)));
+// Sequence b's prompt (-b): 3 + ((i*7919 + b*104729) mod (V-3)), as moec bench -b; sequence 0's is the prompt.
+const seqs = [seq, ...more];
+const prompts = seqs.map((_, b) => {
+    const ids = [];
+    for (let i = 0; i < n_prompt; i++) ids.push(3 + ((i * 7919 + b * 104729) % Math.max(1, vocab - 3)));
+    return ids;
+});
+const prompt = prompts[0];
 
-// Warm-up, as moec bench does: 8 prompt tokens + 2 decode steps touch the mmap'd weights, then forget them.
-{
+// Warm-up, as moec bench does: 8 prompt tokens + 2 decode steps per sequence touch the mmap'd weights, then
+// forget them.
+await Promise.all(seqs.map(async (s, b) => {
     let k = 0;
-    for await (const tok of seq.evaluate(prompt.slice(0, Math.min(8, n_prompt)), { temperature: 0 })) {
+    for await (const tok of s.evaluate(prompts[b].slice(0, Math.min(8, n_prompt)), { temperature: 0 })) {
         void tok;
         if (++k > 2) break;
     }
-}
+}));
 
 let best = null, wall_s = 0;
 const tokens = [];
@@ -132,19 +139,6 @@ const p = best;
 
 // -b: the sequences' prompts in one batch, then n_gen lock-step decode steps of one token per sequence
 async function batched() {
-    const seqs = [seq, ...more];
-    const prompts = seqs.map((_, b) => {
-        const ids = [];
-        for (let i = 0; i < n_prompt; i++) ids.push(3 + ((i * 7919 + b * 104729) % Math.max(1, vocab - 3)));
-        return ids;
-    });
-    await Promise.all(seqs.slice(1).map(async (s, b) => { // warm-up of the others (sequence 0 did its own)
-        let k = 0;
-        for await (const tok of s.evaluate(prompts[b + 1].slice(0, Math.min(8, n_prompt)), { temperature: 0 })) {
-            void tok;
-            if (++k > 2) break;
-        }
-    }));
     let out = null;
     for (let r = 0; r < reps; r++) {
         await Promise.all(seqs.map((s) => s.clearHistory()));

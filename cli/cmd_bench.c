@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "cli_model.h"
 #include "model.h"
+#include "sample.h"
 #include "util.h"
 
 static void usage(FILE *f) {
@@ -79,7 +80,7 @@ static int cmp_double(const void *a, const void *b) {
  * share, first-touched by the same thread); best and median pass. -1 + error when the buffer cannot be had. */
 static int read_bandwidth(int nthr, long mib, int passes, double *best, double *median) {
     size_t n = (size_t)mib << 17; /* uint64 words */
-    uint64_t *buf = moec_alloc(n * sizeof *buf);
+    uint64_t *buf = moec_malloc(n * sizeof *buf); /* not zeroed: pass -1 writes it */
     double g[16];
     if (!buf) return moec_set_error("bandwidth: cannot allocate %ld MiB", mib);
     if (passes > 16) passes = 16;
@@ -100,7 +101,7 @@ static int read_bandwidth(int nthr, long mib, int passes, double *best, double *
         sink += tot;
     }
     (void)sink;
-    moec_free(buf);
+    free(buf);
     qsort(g, (size_t)passes, sizeof *g, cmp_double);
     *best = g[passes - 1];
     *median = g[passes / 2];
@@ -216,13 +217,6 @@ static double peak_rss_mb(void) {
     return -1.0;
 }
 
-static int32_t argmax(const float *x, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return (int32_t)b;
-}
-
 /* s as a JSON string body (quotes, backslashes and control characters escaped). */
 static void json_str(const char *s) {
     for (; *s; s++) {
@@ -240,7 +234,7 @@ static int bandwidth_only(const char *cmd, int json) {
     if (read_bandwidth(nthr, 1024, 5, &best, &med)) return cli_fail(cmd);
     if (json) printf("{\"threads\":%d,\"bytes\":%zu,\"best_gbps\":%.3f,\"median_gbps\":%.3f}\n", nthr,
                      (size_t)1024 << 20, best, med);
-    else printf("read bandwidth: %.2f GB/s best, %.2f GB/s median (%d threads, 1 GiB, 5 passes)\n", best, med, nthr);
+    else printf("read bandwidth: %.2f GB/s best, %.2f GB/s median (threads %d, 1 GiB, 5 passes)\n", best, med, nthr);
     return 0;
 }
 
@@ -331,7 +325,7 @@ int cmd_bench(int argc, char **argv) {
     for (int b = 0; b < B; b++) plen[b] = n_prompt < 8 ? n_prompt : 8;
     if (model_forward_batch(m, seqs, B, ids, plen, logits, MODEL_FWD_LAST)) goto fail;
     for (int k = 0; k < 2; k++) {
-        for (int b = 0; b < B; b++) cur[b] = argmax(logits + (size_t)b * (size_t)V, V);
+        for (int b = 0; b < B; b++) cur[b] = sample_argmax(logits + (size_t)b * (size_t)V, V);
         if (model_forward_batch(m, seqs, B, cur, ones, logits, MODEL_FWD_LAST)) goto fail;
     }
 
@@ -344,13 +338,13 @@ int cmd_bench(int argc, char **argv) {
         double t0 = moec_time();
         if (model_forward_batch(m, seqs, B, ids, plen, logits, MODEL_FWD_LAST)) goto fail;
         double pp = moec_time() - t0, tg = 0;
-        for (int b = 0; b < B; b++) cur[b] = argmax(logits + (size_t)b * (size_t)V, V);
+        for (int b = 0; b < B; b++) cur[b] = sample_argmax(logits + (size_t)b * (size_t)V, V);
         gen[0] = cur[0];
         for (long k = 0; k < n_gen; k++) {
             t0 = moec_time();
             if (model_forward_batch(m, seqs, B, cur, ones, logits, MODEL_FWD_LAST)) goto fail;
             tg += moec_time() - t0;
-            for (int b = 0; b < B; b++) cur[b] = argmax(logits + (size_t)b * (size_t)V, V);
+            for (int b = 0; b < B; b++) cur[b] = sample_argmax(logits + (size_t)b * (size_t)V, V);
             gen[k + 1] = cur[0];
         }
         if (r == 0 || pp < t_pp) t_pp = pp;
@@ -380,7 +374,8 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"engine\":\"moec\",\"model\":\"");
         json_str(path);
-        printf("\",\"threads\":%d,\"batch\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,\"kv\":\"%s\","
+        printf("\",\"threads\":%d,\"batch\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,"
+               "\"kv\":\"%s\","
                "\"pp_ms\":%.3f,\"tg_ms\":%.3f,\"pp_tps\":%.4f,\"tg_tps\":%.4f,\"rss_max_mb\":%.1f,"
                "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,",
                nthr, B, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", t_pp * 1e3, t_tg * 1e3,

@@ -362,10 +362,11 @@ static inline void att_cvt(float *dst, const uint16_t *src, int64_t n) {
  * row is loaded once per block instead of once per query. Per query the arithmetic (and its order) is the same
  * for every B, so results do not depend on B. AVX2 path: scores 2 queries x 4 keys at a time, exp8 softmax, PV
  * accumulated in registers (attention_block_avx2); a decode step (T = 1, no probs) takes the g query heads that
- * share a KV head as one block instead, so K and V are read once per KV head. Portable path: dot8/axpy per (query, key); f16 rows are
- * converted to fp32 once per block. scratch per thread: B x (pos0+T) floats (+ 2d for an f16 cache). Threads
- * from 2^18 score multiply-adds on, as kern_matmul (a decode step with 16 heads of 64 at context 256: 1 MB of fp32
- * K and V, ~70 us on one core; below that a fork/join on a busy machine costs about as much as it saves). */
+ * share a KV head as one block instead, so K and V are read once per KV head. Portable path: dot8/axpy per
+ * (query, key); f16 rows are converted to fp32 once per block. scratch per thread: B x (pos0+T) floats (+ 2d for
+ * an f16 cache). Threads from 2^18 score multiply-adds on, as kern_matmul (a decode step with 16 heads of 64 at
+ * context 256: 1 MB of fp32 K and V, ~70 us on one core; below that a fork/join on a busy machine costs about as
+ * much as it saves). */
 static void attention_core(float *out, float *probs, const float *q, const void *kc, const void *vc, int kv_f16,
                            int64_t kv_stride, int64_t head_stride, int64_t pos0, int64_t T, int64_t n_head,
                            int64_t n_kv, int64_t d, float scale, float *scratch, int n_thr, int64_t B) {

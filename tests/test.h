@@ -2,6 +2,7 @@
  * status says whether all checks passed. Shared data lives in $MOEC_SHARED (default ../shared). */
 #ifndef MOEC_TEST_H
 #define MOEC_TEST_H
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,21 @@ static inline const char *t_shared(const char *rel) {
     const char *root = getenv("MOEC_SHARED");
     snprintf(buf, sizeof buf, "%s/%s", root ? root : "../shared", rel);
     return buf;
+}
+/* Largest |a[i]|, and largest |a[i] - b[i]| (a NaN difference counts as the largest). */
+static inline double t_max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+static inline double t_max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
 }
 static inline int t_done(const char *name) {
     printf("%s: %d checks, %d failed\n", name, t_checks, t_failed);

@@ -14,6 +14,7 @@
 
 #include "init.h"
 #include "model.h"
+#include "sample.h"
 #include "test.h"
 #include "util.h"
 
@@ -38,29 +39,6 @@ static model_hparams llama_hp(void) {
     return hp;
 }
 
-static double max_abs(const float *a, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m) m = fabs(a[i]);
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;
-    }
-    return m;
-}
-
-static int32_t argmax(const float *x, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return (int32_t)b;
-}
-
 static void check_batch(const model *m, const char *name) {
     const int64_t V = m->hp.n_vocab, len[NS] = {5, 1, 9};
     int64_t total = 0;
@@ -79,14 +57,14 @@ static void check_batch(const model *m, const char *name) {
     T_CHECK(model_forward_batch(m, bs, NS, ids, len, lb, 0) == 0, "%s: batched prefill: %s", name, moec_last_error());
     for (int b = 0, r0 = 0; b < NS; r0 += (int)len[b], b++)
         T_CHECK(model_forward(m, rs[b], ids + r0, len[b], lr + r0 * V, 0, NULL) == 0, "%s: prefill alone", name);
-    double scale = max_abs(lr, (size_t)(total * V)), tol = 1e-4 * (scale > 1 ? scale : 1);
+    double scale = t_max_abs(lr, (size_t)(total * V)), tol = 1e-4 * (scale > 1 ? scale : 1);
     T_CHECK(scale > 1e-3 && isfinite(scale), "%s: logits not trivial (max %g)", name, scale);
-    double e = max_diff(lb, lr, (size_t)(total * V));
+    double e = t_max_diff(lb, lr, (size_t)(total * V));
     T_CHECK(e <= tol, "%s: batched prefill = each prompt alone (max diff %g, tol %g)", name, e, tol);
     for (int b = 0; b < NS; b++) T_CHECK(bs[b]->pos == len[b], "%s: position of sequence %d advanced", name, b);
     /* greedy decode steps, all sequences in one call (positions 5, 1, 9 then on), alternating full and last-only */
     int32_t next[NS];
-    for (int b = 0, r0 = 0; b < NS; r0 += (int)len[b], b++) next[b] = argmax(lr + (r0 + len[b] - 1) * V, V);
+    for (int b = 0, r0 = 0; b < NS; r0 += (int)len[b], b++) next[b] = sample_argmax(lr + (r0 + len[b] - 1) * V, V);
     const int64_t one[NS] = {1, 1, 1};
     double worst = 0;
     for (int k = 0; k < STEPS; k++) {
@@ -94,10 +72,10 @@ static void check_batch(const model *m, const char *name) {
                 "%s: batched decode step %d: %s", name, k, moec_last_error());
         for (int b = 0; b < NS; b++) {
             T_CHECK(model_forward(m, rs[b], &next[b], 1, lr + b * V, 0, NULL) == 0, "%s: step alone", name);
-            double d = max_diff(lb + b * V, lr + b * V, (size_t)V);
+            double d = t_max_diff(lb + b * V, lr + b * V, (size_t)V);
             if (d > worst) worst = d;
         }
-        for (int b = 0; b < NS; b++) next[b] = argmax(lr + b * V, V);
+        for (int b = 0; b < NS; b++) next[b] = sample_argmax(lr + b * V, V);
     }
     T_CHECK(worst <= tol, "%s: %d batched decode steps = each sequence alone (max diff %g)", name, STEPS, worst);
     for (int b = 0; b < NS; b++)

@@ -35,21 +35,6 @@ static model_hparams llama_moe_hp(void) {
     return hp;
 }
 
-static double max_abs(const float *a, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m) m = fabs(a[i]);
-    return m;
-}
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;
-    }
-    return m;
-}
-
 /* full pass vs decode vs chunked vs last-only vs with-acts, for one model */
 static void check_consistency(const model *m, const char *name) {
     enum { T = 9 };
@@ -70,11 +55,11 @@ static void check_consistency(const model *m, const char *name) {
     T_CHECK(model_forward(m, s, ids + 4, 5, chunk + 4 * V, 0, NULL) == 0, "chunk 3");
     model_seq_reset(s);
     T_CHECK(model_forward(m, s, ids, T, last, MODEL_FWD_LAST, NULL) == 0, "last only");
-    double scale = max_abs(full, (size_t)(T * V));
+    double scale = t_max_abs(full, (size_t)(T * V));
     T_CHECK(scale > 1e-3 && isfinite(scale), "%s: logits not trivial (max %g)", name, scale);
     double tol = 1e-5 * (scale > 1 ? scale : 1);
-    double d1 = max_diff(full, step, (size_t)(T * V)), d2 = max_diff(full, chunk, (size_t)(T * V)),
-           d3 = max_diff(full + (T - 1) * V, last, (size_t)V);
+    double d1 = t_max_diff(full, step, (size_t)(T * V)), d2 = t_max_diff(full, chunk, (size_t)(T * V)),
+           d3 = t_max_diff(full + (T - 1) * V, last, (size_t)V);
     T_CHECK(d1 <= tol, "%s: decode vs full pass differ by %g (tol %g)", name, d1, tol);
     T_CHECK(d2 <= tol, "%s: chunked prefill vs full pass differ by %g", name, d2);
     T_CHECK(d3 <= tol, "%s: last-only logits differ by %g", name, d3);
@@ -87,15 +72,15 @@ static void check_consistency(const model *m, const char *name) {
     T_CHECK(model_forward(m, s, ids2, T, full2, 0, NULL) == 0, "full pass 2");
     /* (not bit-exact: the last token can change which tokens each expert runs on, and kernels may round a
      * batch of n rows differently from n+1) */
-    T_CHECK(max_diff(full, full2, (size_t)((T - 1) * V)) <= tol, "%s: causal: earlier logits unchanged", name);
-    T_CHECK(max_diff(full + (T - 1) * V, full2 + (T - 1) * V, (size_t)V) > 0, "%s: last logits changed", name);
+    T_CHECK(t_max_diff(full, full2, (size_t)((T - 1) * V)) <= tol, "%s: causal: earlier logits unchanged", name);
+    T_CHECK(t_max_diff(full + (T - 1) * V, full2 + (T - 1) * V, (size_t)V) > 0, "%s: last logits changed", name);
     /* training activations: same logits, probabilities rows sum to 1, weights sum to 1 */
     model_acts *a = model_acts_new(m, T);
     T_CHECK(a != NULL, "acts_new: %s", moec_last_error());
     if (a) {
         model_seq_reset(s);
         T_CHECK(model_forward(m, s, ids, T, withacts, 0, a) == 0, "forward with acts: %s", moec_last_error());
-        T_CHECK(max_diff(full, withacts, (size_t)(T * V)) == 0, "%s: logits with acts identical", name);
+        T_CHECK(t_max_diff(full, withacts, (size_t)(T * V)) == 0, "%s: logits with acts identical", name);
         const model_layer_acts *la = &a->layers[m->hp.n_layer - 1];
         double sum = 0;
         for (int j = 0; j < T; j++) sum += la->att[(1 * T + (T - 1)) * T + j];
@@ -122,7 +107,7 @@ static void check_consistency(const model *m, const char *name) {
             T_CHECK(model_forward(m, h, ids, T, f16full, 0, NULL) == 0, "%s: f16 full", name);
             model_seq_reset(h);
             for (int t = 0; t < T; t++) T_CHECK(model_forward(m, h, ids + t, 1, f16step + t * V, 0, NULL) == 0, "s");
-            double e1 = max_diff(f16full, f16step, (size_t)(T * V)), e2 = max_diff(f16full, full, (size_t)(T * V));
+            double e1 = t_max_diff(f16full, f16step, (size_t)(T * V)), e2 = t_max_diff(f16full, full, (size_t)(T * V));
             T_CHECK(e1 <= 2e-3 * scale, "%s: f16 cache decode vs full %g", name, e1);
             T_CHECK(e2 <= 1e-2 * scale && e2 > 0, "%s: f16 vs fp32 cache differ by %g (scale %g)", name, e2, scale);
             seq_state *h2 = model_seq_new_ex(m, 32, GGML_F16);
@@ -142,7 +127,7 @@ static void check_consistency(const model *m, const char *name) {
             T_CHECK(model_seq_copy(c, a) != 0, "%s: seq_copy into a small context refused", name);
             T_CHECK(model_forward(m, a, ids + 4, 5, la, 0, NULL) == 0 && model_forward(m, b, ids + 4, 5, lb, 0, NULL) == 0,
                     "%s: continue both", name);
-            T_CHECK(max_diff(la, full + 4 * V, (size_t)(5 * V)) <= tol && max_diff(lb, la, (size_t)(5 * V)) == 0,
+            T_CHECK(t_max_diff(la, full + 4 * V, (size_t)(5 * V)) <= tol && t_max_diff(lb, la, (size_t)(5 * V)) == 0,
                     "%s: forked sequence = original", name);
         }
         model_seq_free(a);
@@ -167,7 +152,7 @@ static void check_consistency(const model *m, const char *name) {
             }
         }
         T_CHECK(okp[0] && okp[1], "%s: parallel forwards", name);
-        T_CHECK(max_diff(par[0], full, (size_t)(T * V)) <= tol && max_diff(par[1], full2, (size_t)(T * V)) <= tol,
+        T_CHECK(t_max_diff(par[0], full, (size_t)(T * V)) <= tol && t_max_diff(par[1], full2, (size_t)(T * V)) <= tol,
                 "%s: concurrent sequences give the same logits", name);
     }
     /* context overflow and bad ids: clear errors, no state change */
@@ -236,7 +221,7 @@ static void check_gguf(void) {
         seq_state *s1 = model_seq_new(m, 8), *s2 = model_seq_new(l, 8);
         T_CHECK(model_forward(m, s1, ids, 5, a, 0, NULL) == 0 && model_forward(l, s2, ids, 5, b, 0, NULL) == 0,
                 "forward both");
-        T_CHECK(max_diff(a, b, 5 * 64) == 0, "loaded model gives identical logits");
+        T_CHECK(t_max_diff(a, b, 5 * 64) == 0, "loaded model gives identical logits");
         /* rope table override: hf differs from fp32 at positions >= 2 but equals it at 0 */
         model_load_opts o = {MODEL_ROPE_TABLE_HF};
         model *h = model_load(p, &o);
@@ -245,8 +230,8 @@ static void check_gguf(void) {
             seq_state *s3 = model_seq_new(h, 8);
             static float c[5 * 64];
             T_CHECK(model_forward(h, s3, ids, 5, c, 0, NULL) == 0, "forward hf");
-            T_CHECK(max_diff(a, c, 64) < 1e-6, "hf table: position 0 identical");
-            T_CHECK(max_diff(a + 4 * 64, c + 4 * 64, 64) > 0, "hf table: later positions differ");
+            T_CHECK(t_max_diff(a, c, 64) < 1e-6, "hf table: position 0 identical");
+            T_CHECK(t_max_diff(a + 4 * 64, c + 4 * 64, 64) > 0, "hf table: later positions differ");
             model_seq_free(s3);
             model_free(h);
         }
@@ -323,7 +308,7 @@ static void check_gguf(void) {
         seq_state *s1 = model_seq_new(lm, 4), *s2 = model_seq_new(ll, 4);
         T_CHECK(model_forward(lm, s1, ids, 4, a, 0, NULL) == 0 && model_forward(ll, s2, ids, 4, b, 0, NULL) == 0,
                 "llama forward both");
-        T_CHECK(max_diff(a, b, 4 * 50) == 0, "loaded llama gives identical logits");
+        T_CHECK(t_max_diff(a, b, 4 * 50) == 0, "loaded llama gives identical logits");
         model_seq_free(s1);
         model_seq_free(s2);
     }
@@ -365,7 +350,7 @@ static void check_gguf(void) {
         seq_state *s1 = model_seq_new(pe, 4), *s2 = model_seq_new(ll, 4);
         T_CHECK(model_forward(pe, s1, ids, 4, a, 0, NULL) == 0 && model_forward(ll, s2, ids, 4, b, 0, NULL) == 0,
                 "per-expert forward");
-        T_CHECK(max_diff(a, b, 4 * 50) == 0, "per-expert tensors give identical logits");
+        T_CHECK(t_max_diff(a, b, 4 * 50) == 0, "per-expert tensors give identical logits");
         T_CHECK(model_write_gguf(pe, tmp("x.gguf")) != 0, "writing a per-expert model is refused");
         model_seq_free(s1);
         model_seq_free(s2);
