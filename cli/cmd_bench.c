@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "cli_model.h"
+#include "kern.h"
 #include "model.h"
 #include "sample.h"
 #include "util.h"
@@ -375,10 +376,10 @@ int cmd_bench(int argc, char **argv) {
         printf("{\"engine\":\"moec\",\"model\":\"");
         json_str(path);
         printf("\",\"threads\":%d,\"batch\":%d,\"reps\":%ld,\"n_vocab\":%lld,\"n_prompt\":%ld,\"n_gen\":%ld,"
-               "\"kv\":\"%s\","
+               "\"kv\":\"%s\",\"kern\":\"%s\","
                "\"pp_ms\":%.3f,\"tg_ms\":%.3f,\"pp_tps\":%.4f,\"tg_tps\":%.4f,\"rss_max_mb\":%.1f,"
                "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,",
-               nthr, B, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", t_pp * 1e3, t_tg * 1e3,
+               nthr, B, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", kern_path(), t_pp * 1e3, t_tg * 1e3,
                pp_tps, tg_tps, rss, st.weight_bytes_per_token, st.flops_per_token);
         if (bw) printf("\"read_gbps\":%.3f,\"tg_bound_tps\":%.4f,\"tg_bound_frac\":%.4f,", bw_best, bound,
                        tg_tps / bound);
@@ -393,7 +394,7 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("model:     %s (%s, %.1f M params, %.1f M active)\n", path, model_arch_name(m->hp.arch),
                st.total_params / 1e6, st.active_params / 1e6);
-        printf("threads:   %d, KV cache %s\n", nthr, kv == GGML_F16 ? "F16" : "F32");
+        printf("threads:   %d, KV cache %s, kernels %s\n", nthr, kv == GGML_F16 ? "F16" : "F32", kern_path());
         if (B > 1) {
             printf("prompt:    %d x %ld tokens in one call, %.3f s = %.2f tokens/s (%.2f GFLOP/s)\n", B, n_prompt, t_pp,
                    pp_tps, pp_tps * st.flops_per_token / 1e9);

@@ -1,7 +1,9 @@
 /* kern: matrix products y[T, n_out] = x[T, n_in] · Wᵀ for W of type F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K.
  *
  * Two implementations of every inner kernel, chosen at run time: a portable scalar one and an AVX2/FMA/F16C one
- * (functions with __attribute__((target(...))), used when the CPU has the features and MOEC_KERN != "scalar").
+ * (functions with __attribute__((target(...))), used when the CPU has the features and MOEC_KERN != "scalar"); on
+ * CPUs with AVX-512 F/BW/VL/VNNI the decode dot products (Q8_0, Q4_0, F32/F16/BF16) and the float GEMM tile come from
+ * kern_avx512.c instead (MOEC_KERN=avx2 keeps the AVX2 ones).
  *
  * Float weights (F32/F16/BF16):
  *   T < 3: one dot product per (row, token), weights converted on the fly (memory bound: decode; software prefetch
@@ -26,6 +28,7 @@
  *   whatever the items and threads: per chunk a sum over k ascending from 0, added to C.
  * Buffers (quantized activations, panels) are per-thread scratch that grows and is reused: no malloc per call. */
 #include "kern.h"
+#include "kern_impl.h"
 
 #include <float.h>
 #include <math.h>
@@ -45,20 +48,10 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
-#define KERN_X86 1
+#if KERN_X86
 #include <cpuid.h>
 #include <immintrin.h>
-#else
-#define KERN_X86 0
 #endif
-
-/* Activation block: 32 int8 values, x ≈ d*q; s[h] = sum of q[16h .. 16h+15]; ds = d * (s[0] + s[1]). */
-typedef struct {
-    float d, ds;
-    int16_t s[2];
-    int8_t q[32];
-} kq8;
 
 #ifndef KB_K
 #define KB_K 1024     /* k panel (floats) */
@@ -89,35 +82,41 @@ static int type_is_quant(ggml_type t) {
     return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
 }
 
-/* The path of this process: 1 = AVX2, 0 = scalar. The CPU's features and MOEC_KERN are read once, at the first call
- * (CPUID traps to the hypervisor in a VM and costs ~20 us, far more than a small matmul; getenv on every call showed in
- * profiles). 0 = not probed yet, 1 = scalar, 2 = AVX2; racing first calls compute and store the same value. */
+/* The path of this process (KP_*). The CPU's features and MOEC_KERN (scalar | avx2 | avx512: the most the path may
+ * use) are read once, at the first call (CPUID traps to the hypervisor in a VM and costs ~20 us, far more than a small
+ * matmul; getenv on every call showed in profiles). state: 0 = not probed yet, else path + 1; racing first calls
+ * compute and store the same value. */
 static int probe_simd(void) {
 #if KERN_X86 && defined(__GNUC__)
     static _Atomic int state;
     int v = state;
     if (v == 0) {
         const char *e = getenv("MOEC_KERN");
-        int yes = 0;
-        if (!(e && strcmp(e, "scalar") == 0)) {
-            __builtin_cpu_init();
-            unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
-            yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
-                  (c & (1u << 29));
+        int cap = !e || !*e ? KP_AVX512 : !strcmp(e, "scalar") ? KP_SCALAR : !strcmp(e, "avx2") ? KP_AVX2 : KP_AVX512;
+        __builtin_cpu_init();
+        unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
+        int lvl = KP_SCALAR;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+            (c & (1u << 29))) {
+            lvl = KP_AVX2;
+            /* libgcc reports the AVX-512 features only when the OS saves the opmask and ZMM state (XCR0) */
+            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+                lvl = KP_AVX512;
         }
-        v = yes ? 2 : 1;
+        v = (lvl < cap ? lvl : cap) + 1;
         state = v;
     }
-    return v == 2;
+    return v - 1;
 #else
-    return 0;
+    return KP_SCALAR;
 #endif
 }
 
 static _Thread_local int tl_force_scalar; /* kern_force_scalar (test hook), per calling thread */
 
-/* Is the AVX2 path enabled for a call made on this thread? */
-static int use_simd(void) { return !tl_force_scalar && probe_simd(); }
+/* The path of a call made on this thread (KP_*). */
+static int use_simd(void) { return tl_force_scalar ? KP_SCALAR : probe_simd(); }
 
 int kern_force_scalar(int on) {
     int old = tl_force_scalar;
@@ -125,7 +124,10 @@ int kern_force_scalar(int on) {
     return old;
 }
 
-const char *kern_path(void) { return use_simd() ? "avx2" : "scalar"; }
+const char *kern_path(void) {
+    static const char *const name[] = {"scalar", "avx2", "avx512"};
+    return name[use_simd()];
+}
 
 int kern_row_to_f32(float *dst, const void *src, ggml_type t, int64_t n) {
     if (ggml_row_bytes(t, n) == 0 && n != 0) return moec_wrap_error("kern_row_to_f32");
@@ -388,12 +390,6 @@ AVX2 static inline float f16s(const uint8_t *p) { return _cvtsh_ss(ld16(p)); }
 /* Software prefetch KPF_DIST bytes ahead of the weights being read, one line per 64 bytes consumed: a linear stream
  * that runs on into the next rows (the matrix is contiguous). prefetch never faults; the address is formed as an
  * integer, so it may lie past the end of the matrix. */
-#ifndef KPF_DIST
-#define KPF_DIST 1024  /* float rows (F16 decode, moe-llama-f16: 1024 +5-10%, 2048 slower than none) */
-#endif
-#ifndef KPF_QDIST
-#define KPF_QDIST 2048 /* quantized rows (Q8_0 decode, moe-llama-q8_0: +13-20%) */
-#endif
 #define KPF(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T0)
 
 AVX2 static inline __attribute__((always_inline)) float dot_f_avx2(const void *w, ggml_type t, const float *x,
@@ -885,6 +881,10 @@ AVX2 static void dot_f_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t 
 static void dot_f_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                        const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1) {
 #if KERN_X86 && defined(__GNUC__)
+    if (simd == KP_AVX512) {
+        kern_avx512_dot_f_rows(y, ldy, accu, w, rb, t, x, ldx, n, o0, o1, t0, t1);
+        return;
+    }
     if (simd) {
         dot_f_rows_avx2(y, ldy, accu, w, rb, t, x, ldx, n, o0, o1, t0, t1);
         return;
@@ -899,6 +899,10 @@ static void dot_f_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t 
 static void dot_q_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                        const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
 #if KERN_X86 && defined(__GNUC__)
+    if (simd == KP_AVX512 && kern_avx512_dot_q_ok(t)) {
+        kern_avx512_dot_q_rows(y, ldy, accu, w, rb, t, a, nt, o0, o1, nb32);
+        return;
+    }
     if (simd) {
         dot_q_rows_avx2(y, ldy, accu, w, rb, t, a, nt, o0, o1, nb32);
         return;
@@ -918,6 +922,10 @@ static void dot_q_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t 
 static void tile_f32(int simd, float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
                      int nr, int64_t kc, int accumulate) {
 #if KERN_X86 && defined(__GNUC__)
+    if (simd == KP_AVX512) {
+        kern_avx512_tile_f32(y, ldy, x, ldx, w, ldw, mt, nr, kc, accumulate);
+        return;
+    }
     if (simd) {
         tile_f32_avx2(y, ldy, x, ldx, w, ldw, mt, nr, kc, accumulate);
         return;
@@ -1060,7 +1068,9 @@ static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t
     if (m->quant) {
         const int64_t nb32 = j->n_in / 32;
 #if KERN_X86 && defined(__GNUC__)
-        if (simd && t == GGML_Q4_0 && t1 - t0 > 4) { /* unpack the item's rows once for all its tokens */
+        /* AVX2: unpack the item's rows once for all its tokens (the AVX-512 kernel has no panel form, and one
+         * path must use one kernel for every token count) */
+        if (simd == KP_AVX2 && t == GGML_Q4_0 && t1 - t0 > 4) {
             uint8_t *qp = scratch(KS_QPANEL, (size_t)((o1 - o0 + 7) / 8) * (size_t)nb32 * Q4P_BYTES);
             if (qp) { /* (without it: the direct kernel below, same bits) */
                 q4_0_pack(qp, wb, m->rb, o0, o1, nb32);

@@ -97,7 +97,7 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
 #include <immintrin.h>
 #define OPS_X86 1
 /* kern's probe (cached, honours MOEC_KERN=scalar): its AVX2 path needs AVX2 + FMA + F16C, so do we */
-static int ops_simd(void) { return strcmp(kern_path(), "avx2") == 0; }
+static int ops_simd(void) { return strcmp(kern_path(), "scalar") != 0; }
 #else
 #define OPS_X86 0
 static int ops_simd(void) { return 0; }

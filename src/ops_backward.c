@@ -171,7 +171,7 @@ AVX2FMA static void swiglu_bwd_avx2(float *dg, float *du, const float *dout, con
 /* backward of ops_swiglu (AVX2: exp through vmath_exp8; chunks of 4096 in parallel) */
 void ops_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, int64_t N) {
 #if OPSB_X86
-    if (!strcmp(kern_path(), "avx2")) {
+    if (strcmp(kern_path(), "scalar") != 0) {
         int64_t nch = (N + 4095) / 4096;
 #pragma omp parallel for schedule(static) if (N > 65536)
         for (int64_t c = 0; c < nch; c++) {

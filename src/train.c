@@ -61,7 +61,7 @@ static void opt_step_scaled(const train_opt_cfg *c, float lr, int64_t t, float *
     float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
     float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
 #if TRAIN_X86
-    const bool simd = c->kind == TRAIN_OPT_ADAMW && !strcmp(kern_path(), "avx2");
+    const bool simd = c->kind == TRAIN_OPT_ADAMW && strcmp(kern_path(), "scalar") != 0;
 #endif
     for (size_t s = 0; s < n_seg; s++) {
         float wd = seg[s].decay ? c->weight_decay : 0.0f;
@@ -156,7 +156,7 @@ static double sumsq(const float *g, size_t n, bool simd) {
 double train_grad_norm(const float *g, size_t n) {
     int64_t nb = (int64_t)((n + NORM_BLOCK - 1) / NORM_BLOCK);
     double total = 0.0;
-    const bool simd = !strcmp(kern_path(), "avx2");
+    const bool simd = strcmp(kern_path(), "scalar") != 0;
     double *part = malloc((size_t)(nb > 0 ? nb : 1) * sizeof(double));
     /* fixed blocks, each summed by one thread, combined in block order: the same bits for any thread count */
 #pragma omp parallel for schedule(static) if (part && nb > 1)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "init.h"
+#include "kern.h"
 #include "model.h"
 #include "sample.h"
 #include "test.h"
@@ -102,6 +103,7 @@ static void check_batch(const model *m, const char *name) {
 }
 
 int main(void) {
+    printf("kern path: %s\n", kern_path());
     char dir[] = "/tmp/moec_batch_XXXXXX";
     if (!mkdtemp(dir)) return 1;
     model_hparams hps[2] = {yuan_hp(), llama_hp()};

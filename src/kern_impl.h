@@ -1,0 +1,51 @@
+/* kern_impl: what kern.c shares with its CPU-specific kernel files (kern_avx512.c). Internal, not installed. */
+#ifndef MOEC_KERN_IMPL_H
+#define MOEC_KERN_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gguf.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define KERN_X86 1
+#else
+#define KERN_X86 0
+#endif
+
+/* The kernel path of a call: KP_SCALAR (portable C), KP_AVX2 (AVX2 + FMA + F16C), KP_AVX512 (those plus AVX-512 F,
+ * BW, VL and VNNI; the kernels kern_avx512.c has, the AVX2 ones for the rest). */
+enum { KP_SCALAR = 0, KP_AVX2 = 1, KP_AVX512 = 2 };
+
+/* Activation block: 32 int8 values, x ≈ d*q; s[h] = sum of q[16h .. 16h+15]; ds = d * (s[0] + s[1]). */
+typedef struct {
+    float d, ds;
+    int16_t s[2];
+    int8_t q[32];
+} kq8;
+
+/* Software prefetch distances in bytes ahead of the weights being read (see kern.c). */
+#ifndef KPF_DIST
+#define KPF_DIST 1024  /* float rows (F16 decode, moe-llama-f16: 1024 +5-10%, 2048 slower than none) */
+#endif
+#ifndef KPF_QDIST
+#define KPF_QDIST 2048 /* quantized rows (Q8_0 decode, moe-llama-q8_0: +13-20%) */
+#endif
+
+#if KERN_X86 && defined(__GNUC__)
+/* AVX-512 kernels (kern_avx512.c); the contracts are those of kern.c's dot_q_rows / dot_f_rows / tile_f32:
+ * kern_avx512_dot_q_rows: rows [o0, o1) of a Q8_0 or Q4_0 W (row stride rb, nb32 blocks per row) with nt <= 4
+ *   quantized token rows a[i]: y[i*ldy + o] = (accu: +=) dot(row o, token i).
+ * kern_avx512_dot_f_rows: rows [o0, o1) of an F32/F16/BF16 W x tokens [t0, t1) of x (row stride ldx, n elements):
+ *   y[t*ldy + o] (accu: +=) dot.
+ * kern_avx512_tile_f32: y[t*ldy + o] (accumulate: +=) dot(x[t*ldx + 0..kc), w[o*ldw + 0..kc)), mt <= 3 tokens,
+ *   nr <= 4 rows. */
+int kern_avx512_dot_q_ok(ggml_type t); /* does kern_avx512_dot_q_rows take this type? */
+void kern_avx512_dot_q_rows(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
+                            const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32);
+void kern_avx512_dot_f_rows(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t, const float *x,
+                            int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1);
+void kern_avx512_tile_f32(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
+                          int nr, int64_t kc, int accumulate);
+#endif
+
+#endif
