@@ -10,6 +10,7 @@
 #      BENCH_TIMEOUT=1800 (seconds per single measurement; a slower one is recorded as a timeout)
 #      BENCH_BASE=path/to/other/moec (optional: a second moec binary, e.g. an older build, measured in the same run
 #      right after the first, as engine "moec-base": before/after ratios under the same machine load)
+#      BENCH_NOMMAP=1 (also moec bench --no-mmap, the weights read into huge pages, as engine "moec-nommap")
 #      OMP_WAIT_POLICY / GOMP_SPINCOUNT are passed to moec as set (recorded in the results; unset = libgomp's default)
 # usage: bench/models.sh [BUILD]   (called from bench/run.sh)
 set -u
@@ -64,23 +65,24 @@ if ! node -e 'require.resolve("./bench/node_modules/node-llama-cpp/package.json"
     peer=0
 fi
 
+# run_moec ENGINE BINARY OPTIONS...: one `moec bench` of model $m with $t threads, recorded as ENGINE
+run_moec() {
+    local eng=$1 bin=$2 line rc; shift 2
+    echo "models: $eng bench $m -t $t -p $P -n $N $*" >&2
+    line=$(timeout "$TMO" "$bin" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" "$@" --json 2>"$OUT/err.txt")
+    rc=$?
+    if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/; s/\"engine\":\"moec\"/\"engine\":\"$eng\"/")"
+    else meta "{\"kind\":\"run\",\"engine\":\"$eng\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
+}
+
 for round in $(seq "$ROUNDS"); do
 [ "$ROUNDS" -gt 1 ] && echo "models: round $round of $ROUNDS" >&2
 for m in $MODELS; do
     arch=$("$MOEC" info "$m" 2>/dev/null | sed -n 's/^architecture: *//p')
     for t in $THREADS; do
-        echo "models: moec bench $m -t $t -p $P -n $N" >&2
-        line=$(timeout "$TMO" "$MOEC" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" $KVOPT --no-bw --no-peer --json 2>"$OUT/err.txt")
-        rc=$?
-        if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/")"
-        else meta "{\"kind\":\"run\",\"engine\":\"moec\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
-        if [ -n "$BASE" ]; then
-            echo "models: moec-base bench $m -t $t -p $P -n $N" >&2
-            line=$(timeout "$TMO" "$BASE" bench -m "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" $BASEOPT --json 2>"$OUT/err.txt")
-            rc=$?
-            if [ $rc -eq 0 ] && [ -n "$line" ]; then meta "$(printf '%s' "$line" | sed "s/^{/{\"kind\":\"run\",\"arch\":\"$arch\",/; s/\"engine\":\"moec\"/\"engine\":\"moec-base\"/")"
-            else meta "{\"kind\":\"run\",\"engine\":\"moec-base\",\"arch\":\"$arch\",\"model\":\"$m\",\"threads\":$t,\"error\":\"$( [ $rc -eq 124 ] && echo "timeout after ${TMO}s" || head -c 200 "$OUT/err.txt" | tr '"\n' "' ")\"}"; fi
-        fi
+        run_moec moec "$MOEC" $KVOPT --no-bw --no-peer
+        [ -n "$BASE" ] && run_moec moec-base "$BASE" $BASEOPT
+        [ "${BENCH_NOMMAP:-0}" = 1 ] && run_moec moec-nommap "$MOEC" $KVOPT --no-bw --no-peer --no-mmap
         if [ $peer -eq 1 ] && [ "$arch" = llama ]; then
             echo "models: llama.cpp $m -t $t -p $P -n $N" >&2
             line=$(UV_THREADPOOL_SIZE=1 timeout "$TMO" node bench/llamacpp.mjs "$m" -t "$t" -p "$P" -n "$N" -r "$REPS" 2>"$OUT/err.txt")

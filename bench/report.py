@@ -18,7 +18,7 @@ runs = [r for r in rows if r.get("kind") == "run"]
 def f(x, d=2):
     return "—" if x is None else f"{x:.{d}f}"
 
-ENGINES = ("moec", "moec-base", "llama.cpp")
+ENGINES = ("moec", "moec-base", "moec-nommap", "llama.cpp")  # moec-nommap: moec bench --no-mmap (BENCH_NOMMAP=1)
 # index: (model, threads) -> {engine: run}
 groups = {}
 for r in runs:
@@ -97,7 +97,7 @@ for m in models:
         g = groups[(m, t)]
         bars.append((f"{os.path.basename(m).replace('.gguf', '')} t={t}",
                      {e: r for e, r in g.items() if not r.get("error")}))
-colors = {"moec": "#1f77b4", "moec-base": "#9ecae1", "llama.cpp": "#ff7f0e"}
+colors = {"moec": "#1f77b4", "moec-base": "#9ecae1", "moec-nommap": "#2ca02c", "llama.cpp": "#ff7f0e"}
 colors = {e: c for e, c in colors.items() if any(e in g for _, g in bars)}
 W, bh, gap, left, right = 900, 14, 10, 230, 80
 panel_h = len(bars) * (len(colors) * bh + gap) + 40

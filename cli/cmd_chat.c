@@ -17,7 +17,8 @@ static void usage(void) {
                     "  -n N               max tokens per answer (default 512)\n"
                     "  --temp T --top-k K --top-p P --seed S   sampling (default: greedy, --temp 0)\n"
                     "  --vocab FILE       tokenizer instead of the GGUF's own\n"
-                    "  --rope-table hf|fp32, -t THREADS, -c CTX (default: min(model context, 4096)), --kv f32|f16\n");
+                    "  --rope-table hf|fp32, -t THREADS, -c CTX (default: min(model context, 4096)), --kv f32|f16\n"
+                    "  --no-mmap          read the model into memory (huge pages) instead of mapping it\n");
 }
 
 typedef struct {
@@ -62,11 +63,16 @@ int cmd_chat(int argc, char **argv) {
     long n_predict = 512, top_k = 40, seed = 42, threads = 0, ctx = 0;
     double temp = 0.0, top_p = 0.95;
     int rope = -1, rc = 1, kv = GGML_F32;
+    bool no_mmap = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage();
             return 0;
+        }
+        if (!strcmp(a, "--no-mmap")) {
+            no_mmap = true;
+            continue;
         }
         if (!v) return cli_usage_error(cmd, "unknown option or missing value: '%s' (see --help)", a);
         i++;
@@ -86,7 +92,7 @@ int cmd_chat(int argc, char **argv) {
     if (!path) return cli_usage_error(cmd, "-m FILE is required");
     if (temp < 0 || !(top_p > 0.0 && top_p <= 1.0)) return cli_usage_error(cmd, "bad --temp or --top-p");
     cli_set_threads(threads);
-    model_load_opts lo = {rope};
+    model_load_opts lo = {.rope_table = rope, .no_mmap = no_mmap};
     model *m = NULL;
     tok_vocab *voc = NULL;
     seq_state *s = NULL;

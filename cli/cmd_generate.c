@@ -24,6 +24,8 @@ static void usage(void) {
             "  -t THREADS         OpenMP threads\n"
             "  -c CTX             context size (default: min(model context, 4096))\n"
             "  --kv f32|f16       KV cache type (default f32; f16 halves its memory and bandwidth)\n"
+            "  --no-mmap          read the model into memory (huge pages) instead of mapping it: slower start,\n"
+            "                     faster decode with several threads (docs/performance.md)\n"
             "  --ids              print the generated token ids instead of text\n");
 }
 
@@ -52,6 +54,7 @@ int cmd_generate(int argc, char **argv) {
     long n_predict = 128, top_k = 40, seed = 42, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.95;
     int bos = -1, rope = -1, print_ids = 0, rc = 1, kv = GGML_F32;
+    bool no_mmap = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -78,6 +81,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--kv")) { NEEDV(); if (cli_parse_kv_type(cmd, v, &kv)) return 2; }
         else if (!strcmp(a, "--bos")) bos = 1;
         else if (!strcmp(a, "--no-bos")) bos = 0;
+        else if (!strcmp(a, "--no-mmap")) no_mmap = true;
         else if (!strcmp(a, "--ids")) print_ids = 1;
         else return cli_usage_error(cmd, "unknown option '%s' (see --help)", a);
 #undef NEEDV
@@ -88,7 +92,7 @@ int cmd_generate(int argc, char **argv) {
     if (!(top_p > 0.0 && top_p <= 1.0)) return cli_usage_error(cmd, "--top-p must be in (0, 1]");
     cli_set_threads(threads);
 
-    model_load_opts lo = {rope};
+    model_load_opts lo = {.rope_table = rope, .no_mmap = no_mmap};
     model *m = NULL;
     tok_vocab *voc = NULL;
     seq_state *s = NULL;

@@ -45,7 +45,7 @@ int cmd_logits(int argc, char **argv) {
     if (!path || !out) return cli_usage_error(cmd, "-m FILE and -o OUT.npy are required");
     if (!tokens == !prompt) return cli_usage_error(cmd, "give exactly one of --tokens \"ID ...\" or -p TEXT");
     cli_set_threads(threads);
-    model_load_opts lo = {rope};
+    model_load_opts lo = {.rope_table = rope};
     model *m = NULL;
     seq_state *s = NULL;
     tok_vocab *voc = NULL;

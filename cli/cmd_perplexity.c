@@ -19,14 +19,14 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec perplexity -m MODEL -f FILE [-c N_CTX (512)] [--chunks N] [--vocab VOCAB] [--ids]\n"
-               "                        [--bos] [--rope-table fp32|hf] [-t THREADS]\n"
+               "                        [--bos] [--rope-table fp32|hf] [-t THREADS] [--no-mmap]\n"
                "  FILE: text (tokenized with the model's vocabulary), a token shard, or with --ids token ids\n");
 }
 
 int cmd_perplexity(int argc, char **argv) {
     const char *cmd = argv[0], *mpath = NULL, *fpath = NULL, *vpath = NULL;
     long n_ctx = 512, chunks = 0, threads = 0;
-    bool ids_mode = false, bos = false;
+    bool ids_mode = false, bos = false, no_mmap = false;
     int rope_table = -1, rc = 1;
     model *m = NULL;
     tok_vocab *v = NULL;
@@ -44,6 +44,8 @@ int cmd_perplexity(int argc, char **argv) {
             ids_mode = true;
         } else if (!strcmp(a, "--bos")) {
             bos = true;
+        } else if (!strcmp(a, "--no-mmap")) {
+            no_mmap = true;
         } else if (!val) {
             usage(stderr);
             return cli_usage_error(cmd, "unknown argument or missing value: '%s'", a);
@@ -68,7 +70,7 @@ int cmd_perplexity(int argc, char **argv) {
     }
     if (!mpath || !fpath) return cli_usage_error(cmd, "need -m MODEL and -f FILE");
     cli_set_threads(threads);
-    model_load_opts lo = {rope_table};
+    model_load_opts lo = {.rope_table = rope_table, .no_mmap = no_mmap};
     m = model_load(mpath, &lo);
     if (!m) goto fail;
     /* tokens */

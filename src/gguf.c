@@ -337,12 +337,14 @@ fail:
     return -1;
 }
 
-gguf_file *gguf_open(const char *path) {
+gguf_file *gguf_open(const char *path) { return gguf_open_copy(path, false); }
+
+gguf_file *gguf_open_copy(const char *path, bool copy) {
     gguf_file *f = moec_calloc(1, sizeof *f);
     if (!f) return NULL;
     f->path = moec_strdup(path);
     TRY_PTR(f->path);
-    TRY(moec_mmap_open(&f->map, path));
+    TRY(copy ? moec_mmap_open_copy(&f->map, path) : moec_mmap_open(&f->map, path));
     rd r = {f->map.data, f->map.size, 0, f->path, ""};
     uint64_t nt, nkv;
     CHECK(f->map.size >= 4, "%s: not a GGUF file (%zu bytes)", path, f->map.size);

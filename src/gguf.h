@@ -48,6 +48,9 @@ typedef struct gguf_file gguf_file;
 
 /* Open and fully validate a GGUF file. NULL + error on any problem (message names the file and the issue). */
 gguf_file *gguf_open(const char *path);
+/* The same; copy = true reads the file into anonymous memory (huge pages where the kernel gives them) instead of
+ * mapping it (moec_mmap_open_copy). */
+gguf_file *gguf_open_copy(const char *path, bool copy);
 void gguf_close(gguf_file *f);
 
 uint32_t gguf_version(const gguf_file *f);

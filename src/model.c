@@ -273,7 +273,7 @@ model *model_load(const char *path, const model_load_opts *opts) {
     model *m = moec_calloc(1, sizeof(model));
     float *probe = NULL;
     if (!m) return NULL;
-    m->gguf = gguf_open(path);
+    m->gguf = gguf_open_copy(path, opts && opts->no_mmap);
     TRY_PTR(m->gguf);
     const gguf_file *f = m->gguf;
     gguf_str as;

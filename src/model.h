@@ -124,6 +124,8 @@ typedef struct model {
 
 typedef struct {
     int rope_table; /* -1: from the file (yuan2moe.rope.table, default fp32); else a model_rope_table */
+    bool no_mmap;   /* read the file into anonymous memory (transparent huge pages) instead of mapping it: start-up
+                       reads it all, decode streams the weights with fewer TLB misses (docs/performance.md) */
 } model_load_opts;
 
 /* Load a GGUF model (architectures yuan2moe and llama). Every tensor's presence, type and shape is validated.

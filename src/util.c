@@ -174,11 +174,12 @@ fail:
     return -1;
 }
 
-int moec_mmap_open(moec_mmap *m, const char *path) {
-    m->data = NULL;
-    m->size = 0;
+/* Opens path as a non-empty regular file: the fd, or -1 (error set; m->size = 0). An empty file: m->data = "", fd
+ * closed, returns -2. */
+static int map_open_fd(moec_mmap *m, const char *path) {
+    *m = (moec_mmap){NULL, 0, NULL, 0};
     int fd = open(path, O_RDONLY);
-    CHECK(fd >= 0, "%s: %s", path, strerror(errno));
+    if (fd < 0) return moec_set_error("%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -188,22 +189,64 @@ int moec_mmap_open(moec_mmap *m, const char *path) {
     if (m->size == 0) {
         close(fd);
         m->data = (const uint8_t *)"";
-        return 0;
+        return -2;
     }
+    return fd;
+}
+
+int moec_mmap_open(moec_mmap *m, const char *path) {
+    int fd = map_open_fd(m, path);
+    if (fd < 0) return fd == -2 ? 0 : -1;
     void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    CHECK(p != MAP_FAILED, "%s: mmap failed: %s", path, strerror(errno));
-    m->data = p;
+    if (p == MAP_FAILED) {
+        m->size = 0;
+        return moec_set_error("%s: mmap failed: %s", path, strerror(errno));
+    }
+    m->data = m->base = p;
+    m->len = m->size;
     return 0;
-fail:
-    m->size = 0;
-    return -1;
+}
+
+int moec_mmap_open_copy(moec_mmap *m, const char *path) {
+    int fd = map_open_fd(m, path);
+    if (fd < 0) return fd == -2 ? 0 : -1;
+    const size_t huge = (size_t)2 << 20, n = m->size;
+    size_t len = n + huge; /* room to align the start to 2 MiB */
+    uint8_t *p = len > n ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (p == MAP_FAILED) {
+        close(fd);
+        m->size = 0;
+        return moec_set_error("%s: cannot allocate %zu bytes to read it into: %s", path, n, strerror(errno));
+    }
+    uint8_t *d = p + (huge - (uintptr_t)p % huge) % huge;
+    (void)madvise(d, n, MADV_HUGEPAGE); /* a hint: without THP the copy works the same */
+    size_t off = 0;
+    while (off < n) {
+        size_t want = n - off < ((size_t)1 << 30) ? n - off : ((size_t)1 << 30);
+        ssize_t r = pread(fd, d + off, want, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            close(fd);
+            munmap(p, len);
+            m->size = 0;
+            return moec_set_error("%s: read failed at byte %zu of %zu: %s", path, off, n,
+                                  e ? strerror(e) : "unexpected end of file");
+        }
+        off += (size_t)r;
+    }
+    close(fd);
+    (void)mprotect(p, len, PROT_READ); /* read-only like the file mapping (best effort) */
+    m->data = d;
+    m->base = p;
+    m->len = len;
+    return 0;
 }
 
 void moec_mmap_close(moec_mmap *m) {
-    if (m->data && m->size) munmap((void *)m->data, m->size);
-    m->data = NULL;
-    m->size = 0;
+    if (m->base && m->len) munmap(m->base, m->len);
+    *m = (moec_mmap){NULL, 0, NULL, 0};
 }
 
 double moec_time(void) {

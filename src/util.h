@@ -66,12 +66,18 @@ int moec_write_file_atomic(const char *path, const void *data, size_t len);
 /* Last step of an atomic write: rename the fsync'ed temp file over path, then fsync the directory. */
 int moec_rename_durable(const char *tmp, const char *path);
 
-/* Read-only memory map of a whole file. */
+/* A whole file, read-only in memory: mapped (moec_mmap_open: pages come from the page cache on first touch) or
+ * copied (moec_mmap_open_copy: read into anonymous memory aligned to 2 MiB and advised MADV_HUGEPAGE, so the
+ * kernel can back it with transparent huge pages: fewer TLB misses when streaming the weights, at the cost of
+ * reading the whole file at start-up). */
 typedef struct {
     const uint8_t *data;
     size_t size;
+    void *base;   /* the mapping to unmap: data for a file mapping, the aligned area's start for a copy */
+    size_t len;   /* its length */
 } moec_mmap;
 int moec_mmap_open(moec_mmap *m, const char *path);
+int moec_mmap_open_copy(moec_mmap *m, const char *path);
 void moec_mmap_close(moec_mmap *m);
 
 /* Monotonic wall time in seconds. */

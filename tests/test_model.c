@@ -222,8 +222,21 @@ static void check_gguf(void) {
         T_CHECK(model_forward(m, s1, ids, 5, a, 0, NULL) == 0 && model_forward(l, s2, ids, 5, b, 0, NULL) == 0,
                 "forward both");
         T_CHECK(t_max_diff(a, b, 5 * 64) == 0, "loaded model gives identical logits");
+        /* no_mmap: the file read into anonymous memory gives the same logits; a missing file still fails clearly */
+        {
+            model *c = model_load(p, &(model_load_opts){.rope_table = -1, .no_mmap = true});
+            static float cl[5 * 64];
+            seq_state *sc = c ? model_seq_new(c, 8) : NULL;
+            T_CHECK(sc && model_forward(c, sc, ids, 5, cl, 0, NULL) == 0 && t_max_diff(cl, b, 5 * 64) == 0,
+                    "no_mmap load gives identical logits");
+            model_seq_free(sc);
+            model_free(c);
+            T_CHECK(!model_load("/nonexistent/x.gguf", &(model_load_opts){.rope_table = -1, .no_mmap = true}) &&
+                        strstr(moec_last_error(), "/nonexistent/x.gguf"),
+                    "no_mmap, missing file: %s", moec_last_error());
+        }
         /* rope table override: hf differs from fp32 at positions >= 2 but equals it at 0 */
-        model_load_opts o = {MODEL_ROPE_TABLE_HF};
+        model_load_opts o = {.rope_table = MODEL_ROPE_TABLE_HF};
         model *h = model_load(p, &o);
         T_CHECK(h && h->hp.rope_table == MODEL_ROPE_TABLE_HF, "rope-table override");
         if (h) {

@@ -33,6 +33,10 @@ out=$("$MOEC" generate -m "$M" -p "Hello world" -n 16 --temp 0 2>"$T/err")
 if [ "$out" = "$expected" ]; then echo "ok: generate -p text matches"; else
     echo "FAIL: generate -p output differs"; echo "  got:      $out"; echo "  expected: $expected"; cat "$T/err"; fail=1; fi
 grep -q "tok/s" "$T/err" || { echo "FAIL: no speed report on stderr"; fail=1; }
+# 2b. --no-mmap (the file read into memory) gives the same text
+out=$("$MOEC" generate -m "$M" -p "Hello world" -n 16 --temp 0 --no-mmap 2>"$T/err")
+if [ "$out" = "$expected" ]; then echo "ok: generate --no-mmap matches"; else
+    echo "FAIL: generate --no-mmap output differs"; echo "  got:      $out"; cat "$T/err"; fail=1; fi
 
 # 3. decode token by token == one full pass, on the real file
 ids="1 15043 3186 $gen"
