@@ -29,7 +29,8 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec bench -m FILE [-t THREADS] [-p PROMPT_TOKENS=512] [-n DECODE_TOKENS=128] [-r REPS=1]\n"
-               "                  [-b SEQUENCES=1] [--kv f16|f32] [--no-mmap] [--no-bw] [--peer SCRIPT | --no-peer] [--json]\n"
+               "                  [-b SEQUENCES=1] [--kv f16|f32] [--no-mmap] [--no-bw] [--peer SCRIPT | --no-peer]\n"
+               "                  [--json]\n"
                "       moec bench --bandwidth [-t THREADS] [--json]\n"
                "  prompt ids are 3 + (i*7919 mod (V-3)); decode is greedy; times cover model_forward only;\n"
                "  with -r, the best time of each phase over the repetitions. KV cache F16 by default, as llama.cpp's\n"
@@ -387,8 +388,9 @@ int cmd_bench(int argc, char **argv) {
                "\"kv\":\"%s\",\"kern\":\"%s\",\"mmap\":%s,"
                "\"pp_ms\":%.3f,\"tg_ms\":%.3f,\"pp_tps\":%.4f,\"tg_tps\":%.4f,\"rss_max_mb\":%.1f,"
                "\"weight_bytes_per_token\":%.0f,\"flops_per_token\":%.0f,",
-               nthr, B, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", kern_path(), no_mmap ? "false" : "true", t_pp * 1e3, t_tg * 1e3,
-               pp_tps, tg_tps, rss, st.weight_bytes_per_token, st.flops_per_token);
+               nthr, B, reps, (long long)V, n_prompt, n_gen, kv == GGML_F16 ? "f16" : "f32", kern_path(),
+               no_mmap ? "false" : "true", t_pp * 1e3, t_tg * 1e3, pp_tps, tg_tps, rss, st.weight_bytes_per_token,
+               st.flops_per_token);
         if (bw) printf("\"read_gbps\":%.3f,\"tg_bound_tps\":%.4f,\"tg_bound_frac\":%.4f,", bw_best, bound,
                        tg_tps / bound);
         if (pj) {
@@ -402,8 +404,8 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("model:     %s (%s, %.1f M params, %.1f M active)\n", path, model_arch_name(m->hp.arch),
                st.total_params / 1e6, st.active_params / 1e6);
-        printf("threads:   %d, KV cache %s, kernels %s, weights %s\n", nthr, kv == GGML_F16 ? "F16" : "F32", kern_path(),
-               no_mmap ? "read into memory (--no-mmap)" : "mmap'd");
+        printf("threads:   %d, KV cache %s, kernels %s, weights %s\n", nthr, kv == GGML_F16 ? "F16" : "F32",
+               kern_path(), no_mmap ? "read into memory (--no-mmap)" : "mmap'd");
         if (B > 1) {
             printf("prompt:    %d x %ld tokens in one call, %.3f s = %.2f tokens/s (%.2f GFLOP/s)\n", B, n_prompt, t_pp,
                    pp_tps, pp_tps * st.flops_per_token / 1e9);

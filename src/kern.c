@@ -72,11 +72,6 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* helpers                                                                                        */
 
-static inline uint16_t ld16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
 
 static int type_is_quant(ggml_type t) {
     return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
@@ -387,10 +382,6 @@ AVX2 static inline __m256 load8_bf16(const uint8_t *p) {
 }
 AVX2 static inline float f16s(const uint8_t *p) { return _cvtsh_ss(ld16(p)); }
 
-/* Software prefetch KPF_DIST bytes ahead of the weights being read, one line per 64 bytes consumed: a linear stream
- * that runs on into the next rows (the matrix is contiguous). prefetch never faults; the address is formed as an
- * integer, so it may lie past the end of the matrix. */
-#define KPF(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T0)
 
 AVX2 static inline __attribute__((always_inline)) float dot_f_avx2(const void *w, ggml_type t, const float *x,
                                                                    int64_t n) {

@@ -12,17 +12,9 @@
 
 #if KERN_X86 && defined(__GNUC__)
 #include <immintrin.h>
-#include <string.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define INLINE inline __attribute__((always_inline))
-#define KPF(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T0)
-
-static inline uint16_t ld16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
 
 int kern_avx512_dot_q_ok(ggml_type t) { return t == GGML_Q8_0 || t == GGML_Q4_0; }
 

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
 #include "gguf.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -23,7 +25,20 @@ typedef struct {
     int8_t q[32];
 } kq8;
 
-/* Software prefetch distances in bytes ahead of the weights being read (see kern.c). */
+/* A little-endian 16-bit value (an F16/BF16 weight or block scale) at any alignment. */
+static inline uint16_t ld16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+/* Software prefetch KPF_DIST / KPF_QDIST bytes ahead of the weights being read, one line per 64 bytes consumed: a
+ * linear stream that runs on into the next rows (the matrix is contiguous). prefetch never faults; the address is
+ * formed as an integer, so it may lie past the end of the matrix. */
+#if KERN_X86
+#include <immintrin.h>
+#define KPF(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T0)
+#endif
 #ifndef KPF_DIST
 #define KPF_DIST 1024  /* float rows (F16 decode, moe-llama-f16: 1024 +5-10%, 2048 slower than none) */
 #endif

@@ -40,7 +40,8 @@ if [ ! -x "$cache/init" ] || [ "$here/init.c" -nt "$cache/init" ]; then
 fi
 
 # The ISO (isolinux + kernel + initramfs holding init, the program and its argv), keyed by content.
-append="console=ttyS0 quiet nokaslr acpi=off pci=off nosmp mitigations=off tsc=reliable tsc_early_khz=50000 no_timer_check lpj=200000 clearcpuid=pku,xsavec,xsaves,fsrm,erms,aperfmperf panic=-1 ${MOEC_BOCHS_APPEND:-}"
+append="console=ttyS0 quiet nokaslr acpi=off pci=off nosmp mitigations=off tsc=reliable tsc_early_khz=50000"
+append+=" no_timer_check lpj=200000 clearcpuid=pku,xsavec,xsaves,fsrm,erms,aperfmperf panic=-1 ${MOEC_BOCHS_APPEND:-}"
 key=$( { sha256sum "$bin" "$cache/init" "$cache/vmlinuz" | cut -d' ' -f1; printf '%s\0' "$append" "$@"; } | sha256sum | cut -c1-16)
 work=$cache/run-$key
 if [ ! -s "$work/boot.iso" ]; then
