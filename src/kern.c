@@ -638,11 +638,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_q_rows_body(float *y,
     for (int64_t o = o0; o < o1; o++) {
         float r[4];
         dot_q_avx2_body(r, w + (size_t)o * rb, t, a, NT, nb32);
-        _Pragma("GCC unroll 4")
-        for (int i = 0; i < NT; i++) {
-            if (accu) y[i * ldy + o] += r[i];
-            else y[i * ldy + o] = r[i];
-        }
+        kern_put_row(y, ldy, accu, o, r, NT);
     }
 }
 
@@ -805,18 +801,10 @@ AVX2 static void q4_0_panel_rows(float *y, int64_t ldy, int accu, const uint8_t 
     }
 }
 
-/* one copy per (type, token count): the type tests and the token loop fold away */
-#define DQ_NT(TYPE)                                                                                                    \
-    switch (nt) {                                                                                                      \
-    case 4: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 4, o0, o1, nb32); break;                                    \
-    case 3: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 3, o0, o1, nb32); break;                                    \
-    case 2: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 2, o0, o1, nb32); break;                                    \
-    default: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 1, o0, o1, nb32); break;                                   \
-    }
 AVX2 static void dot_q_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                                  const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
     switch (t) {
-    case GGML_Q8_0: DQ_NT(GGML_Q8_0); break;
+    case GGML_Q8_0: KERN_DQ_NT(dot_q_rows_body, GGML_Q8_0); break;
     case GGML_Q4_0:
         switch (nt) {
         case 4: q4_0_rows8_body(y, ldy, accu, w, rb, a, 4, o0, o1, nb32); break;
@@ -825,12 +813,11 @@ AVX2 static void dot_q_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t 
         default: q4_0_rows8_body(y, ldy, accu, w, rb, a, 1, o0, o1, nb32); break;
         }
         break;
-    case GGML_Q4_1: DQ_NT(GGML_Q4_1); break;
-    case GGML_Q4_K: DQ_NT(GGML_Q4_K); break;
-    default: DQ_NT(GGML_Q6_K); break;
+    case GGML_Q4_1: KERN_DQ_NT(dot_q_rows_body, GGML_Q4_1); break;
+    case GGML_Q4_K: KERN_DQ_NT(dot_q_rows_body, GGML_Q4_K); break;
+    default: KERN_DQ_NT(dot_q_rows_body, GGML_Q6_K); break;
     }
 }
-#undef DQ_NT
 #endif
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -903,10 +890,7 @@ static void dot_q_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t 
     for (int64_t o = o0; o < o1; o++) {
         float r[4];
         dot_q_scalar(r, w + (size_t)o * rb, t, a, nt, nb32);
-        for (int i = 0; i < nt; i++) {
-            if (accu) y[i * ldy + o] += r[i];
-            else y[i * ldy + o] = r[i];
-        }
+        kern_put_row(y, ldy, accu, o, r, nt);
     }
 }
 

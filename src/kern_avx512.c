@@ -66,30 +66,18 @@ AVX512 static INLINE void dot_q_rows_body(float *y, int64_t ldy, int accu, const
     for (int64_t o = o0; o < o1; o++) {
         float r[4];
         dot_q_body(r, w + (size_t)o * rb, t, a, NT, nb32);
-        _Pragma("GCC unroll 4") for (int i = 0; i < NT; i++) {
-            if (accu) y[i * ldy + o] += r[i];
-            else y[i * ldy + o] = r[i];
-        }
+        kern_put_row(y, ldy, accu, o, r, NT);
     }
 }
 
-/* one copy per (type, token count): the type tests and the token loop fold away */
-#define DQ_NT(TYPE)                                                                                                    \
-    switch (nt) {                                                                                                      \
-    case 4: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 4, o0, o1, nb32); break;                                    \
-    case 3: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 3, o0, o1, nb32); break;                                    \
-    case 2: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 2, o0, o1, nb32); break;                                    \
-    default: dot_q_rows_body(y, ldy, accu, w, rb, TYPE, a, 1, o0, o1, nb32); break;                                   \
-    }
 AVX512 void kern_avx512_dot_q_rows(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                                    const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
     if (t == GGML_Q8_0) {
-        DQ_NT(GGML_Q8_0);
+        KERN_DQ_NT(dot_q_rows_body, GGML_Q8_0);
     } else {
-        DQ_NT(GGML_Q4_0);
+        KERN_DQ_NT(dot_q_rows_body, GGML_Q4_0);
     }
 }
-#undef DQ_NT
 
 /* 16 weights of type T at element i of row p (m: the elements to load, the rest are 0) as fp32 */
 AVX512 static INLINE __m512 ld16w(const uint8_t *p, ggml_type T, int64_t i, __mmask16 m) {

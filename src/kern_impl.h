@@ -32,6 +32,24 @@ static inline uint16_t ld16(const uint8_t *p) {
     return v;
 }
 
+/* y[i*ldy + o] = r[i] (accu: +=) for the nt tokens of output row o. */
+static inline void kern_put_row(float *y, int64_t ldy, int accu, int64_t o, const float *r, int nt) {
+    for (int i = 0; i < nt; i++) {
+        if (accu) y[i * ldy + o] += r[i];
+        else y[i * ldy + o] = r[i];
+    }
+}
+
+/* Calls BODY(y, ldy, accu, w, rb, TYPE, a, NT, o0, o1, nb32) with a constant NT = nt (1..4): one inlined copy per
+ * (type, token count), so the type tests and the token loops fold away. Used inside the quantized row kernels. */
+#define KERN_DQ_NT(BODY, TYPE)                                                                                         \
+    switch (nt) {                                                                                                      \
+    case 4: BODY(y, ldy, accu, w, rb, TYPE, a, 4, o0, o1, nb32); break;                                               \
+    case 3: BODY(y, ldy, accu, w, rb, TYPE, a, 3, o0, o1, nb32); break;                                               \
+    case 2: BODY(y, ldy, accu, w, rb, TYPE, a, 2, o0, o1, nb32); break;                                               \
+    default: BODY(y, ldy, accu, w, rb, TYPE, a, 1, o0, o1, nb32); break;                                              \
+    }
+
 /* Software prefetch KPF_DIST / KPF_QDIST bytes ahead of the weights being read, one line per 64 bytes consumed: a
  * linear stream that runs on into the next rows (the matrix is contiguous). prefetch never faults; the address is
  * formed as an integer, so it may lie past the end of the matrix. */
