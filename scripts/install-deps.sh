@@ -3,9 +3,9 @@
 set -euo pipefail
 pkgs=(build-essential clang libomp-dev libclang-rt-14-dev libcjson-dev libopenblas-dev
       python3-torch python3-numpy python3-sentencepiece sentencepiece
-      bochs bochs-term bochsbios vgabios isolinux syslinux-common xorriso cpio)
-# (the second line: the AVX-512 emulator of tests/bochs/run.sh, its text display, BIOSes and what builds its boot ISO;
-# the kernel itself is fetched by tests/bochs/setup.sh)
+      bochsbios vgabios isolinux syslinux-common xorriso cpio curl)
+# (the third line: the BIOSes of the AVX-512 emulator of tests/bochs/run.sh and what builds its boot ISO; the emulator
+# itself is built from Debian's Bochs 3.0 source by tests/bochs/build-bochs.sh, the kernel fetched by setup.sh)
 # Node.js + npm (for the llama.cpp peer): Debian's packages only when no node/npm is installed already
 # (a machine may carry its own Node.js build, whose npm conflicts with Debian's npm package).
 command -v node >/dev/null || pkgs+=(nodejs)

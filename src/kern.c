@@ -3,7 +3,9 @@
  * Two implementations of every inner kernel, chosen at run time: a portable scalar one and an AVX2/FMA/F16C one
  * (functions with __attribute__((target(...))), used when the CPU has the features and MOEC_KERN != "scalar"); on
  * CPUs with AVX-512 F/BW/VL/VNNI the decode dot products (Q8_0, Q4_0, F32/F16/BF16) and the float GEMM tile come from
- * kern_avx512.c instead (MOEC_KERN=avx2 keeps the AVX2 ones).
+ * kern_avx512.c instead (MOEC_KERN=avx2 keeps the AVX2 ones), and with AVX512_BF16 too, BF16 weights are multiplied
+ * natively (VDPBF16PS) by the activations rounded to BF16 once per call (ACT_BF16 below; MOEC_KERN=avx512 keeps the
+ * fp32 arithmetic).
  *
  * Float weights (F32/F16/BF16):
  *   T < 3: one dot product per (row, token), weights converted on the fly (memory bound: decode; software prefetch
@@ -12,6 +14,8 @@
  *           thread (so y needs no synchronisation). Inside an item, the k dimension is cut in panels of KB_K;
  *           panels are packed (F16/BF16 converted) to contiguous fp32 rows once into a thread buffer; a register-tiled
  *           micro-kernel computes 3 tokens x 4 rows of dot products (12 accumulators) per panel.
+ *   BF16 on the avx512bf16 path, any T: the same 3x4 tiling over whole rows, read in place (no panels, no k split),
+ *          32 BF16 pairs per VDPBF16PS; so a token gets the same bits in decode and in prefill.
  * Quantized weights: the activations are quantized once per call to kq8 blocks (32 int8 + fp32 scale + the sums
  *   of each 16-half), then integer dot products (maddubs/madd) per weight block, scaled in fp32. One weight row is
  *   dotted with up to 4 tokens at a time so the unpacked weights are reused from registers. Q4_0 instead puts 8 rows
@@ -77,9 +81,9 @@ static int type_is_quant(ggml_type t) {
     return t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
 }
 
-/* The path of this process (KP_*). The CPU's features and MOEC_KERN (scalar | avx2 | avx512: the most the path may
- * use) are read once, at the first call (CPUID traps to the hypervisor in a VM and costs ~20 us, far more than a small
- * matmul; getenv on every call showed in profiles). state: 0 = not probed yet, else path + 1; racing first calls
+/* The path of this process (KP_*). The CPU's features and MOEC_KERN (scalar | avx2 | avx512 | avx512bf16: the most
+ * the path may use) are read once, at the first call (CPUID traps to the hypervisor in a VM and costs ~20 us, far
+ * more than a small matmul; getenv on every call showed in profiles). state: 0 = not probed yet, else path + 1; racing first calls
  * compute and store the same value. */
 static int probe_simd(void) {
 #if KERN_X86 && defined(__GNUC__)
@@ -87,7 +91,11 @@ static int probe_simd(void) {
     int v = state;
     if (v == 0) {
         const char *e = getenv("MOEC_KERN");
-        int cap = !e || !*e ? KP_AVX512 : !strcmp(e, "scalar") ? KP_SCALAR : !strcmp(e, "avx2") ? KP_AVX2 : KP_AVX512;
+        int cap = !e || !*e               ? KP_AVX512BF16
+                  : !strcmp(e, "scalar") ? KP_SCALAR
+                  : !strcmp(e, "avx2")   ? KP_AVX2
+                  : !strcmp(e, "avx512") ? KP_AVX512
+                                         : KP_AVX512BF16;
         __builtin_cpu_init();
         unsigned a, b, c, d; /* F16C: CPUID leaf 1, ECX bit 29 (not every compiler knows "f16c" as a feature name) */
         int lvl = KP_SCALAR;
@@ -97,7 +105,7 @@ static int probe_simd(void) {
             /* libgcc reports the AVX-512 features only when the OS saves the opmask and ZMM state (XCR0) */
             if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-                lvl = KP_AVX512;
+                lvl = __builtin_cpu_supports("avx512bf16") ? KP_AVX512BF16 : KP_AVX512;
         }
         v = (lvl < cap ? lvl : cap) + 1;
         state = v;
@@ -120,7 +128,7 @@ int kern_force_scalar(int on) {
 }
 
 const char *kern_path(void) {
-    static const char *const name[] = {"scalar", "avx2", "avx512"};
+    static const char *const name[] = {"scalar", "avx2", "avx512", "avx512bf16"};
     return name[use_simd()];
 }
 
@@ -859,7 +867,7 @@ AVX2 static void dot_f_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t 
 static void dot_f_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                        const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1) {
 #if KERN_X86 && defined(__GNUC__)
-    if (simd == KP_AVX512) {
+    if (simd >= KP_AVX512) {
         kern_avx512_dot_f_rows(y, ldy, accu, w, rb, t, x, ldx, n, o0, o1, t0, t1);
         return;
     }
@@ -877,7 +885,7 @@ static void dot_f_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t 
 static void dot_q_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                        const kq8 *const *a, int nt, int64_t o0, int64_t o1, int64_t nb32) {
 #if KERN_X86 && defined(__GNUC__)
-    if (simd == KP_AVX512 && kern_avx512_dot_q_ok(t)) {
+    if (simd >= KP_AVX512 && kern_avx512_dot_q_ok(t)) {
         kern_avx512_dot_q_rows(y, ldy, accu, w, rb, t, a, nt, o0, o1, nb32);
         return;
     }
@@ -897,7 +905,7 @@ static void dot_q_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t 
 static void tile_f32(int simd, float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
                      int nr, int64_t kc, int accumulate) {
 #if KERN_X86 && defined(__GNUC__)
-    if (simd == KP_AVX512) {
+    if (simd >= KP_AVX512) {
         kern_avx512_tile_f32(y, ldy, x, ldx, w, ldw, mt, nr, kc, accumulate);
         return;
     }
@@ -1013,25 +1021,47 @@ static void gemm_item(int simd, float *y, int64_t ldy, int accumulate, const flo
             for (int64_t o = o0; o < o1; o++) y[t * ldy + o] += acct[(t - t0) * ldb + (o - o0)];
 }
 
+/* The form in which a job's kernels read x: ACT_F32 x itself, ACT_Q8 quantized (kq8 blocks, quantized weights),
+ * ACT_BF16 rounded to BF16 (BF16 weights on the avx512bf16 path). The last two are converted once per call. */
+enum { ACT_F32, ACT_Q8, ACT_BF16 };
+static size_t act_row_bytes(int act, int64_t n_in) {
+    return act == ACT_Q8 ? kern_act_bytes(n_in) : ((size_t)n_in * 2 + 63) / 64 * 64;
+}
+static void convert_act(int simd, int act, uint8_t *dst, const float *x, int64_t n) {
+#if KERN_X86 && defined(__GNUC__)
+    if (act == ACT_BF16) {
+        kern_avx512_to_bf16((uint16_t *)(void *)dst, x, n);
+        return;
+    }
+#endif
+    quantize_act(simd, (kq8 *)(void *)dst, x, n);
+}
+
 /* A validated job of kern_matmul_multi. */
 typedef struct {
     const kern_mm *j;
     size_t rb;          /* weight row bytes */
     int64_t ldy, ldx;   /* resolved strides */
-    int quant, next;    /* next: the next job writing the same y (-1: none) */
-    const kq8 *xq;      /* quantized activations [T][n_in/32] (quant jobs) */
+    int act, next;      /* act: ACT_*; next: the next job writing the same y (-1: none) */
+    const uint8_t *xa;  /* converted activations, T rows of xa_rb bytes (ACT_Q8, ACT_BF16) */
+    size_t xa_rb;
 } mjob;
 /* Jobs writing one y, cut in items of rbk rows x tbk tokens (item i: row block i % n_rb, token block i / n_rb). */
 typedef struct {
     int first;
     int64_t rbk, tbk, n_rb, item0; /* item0: index of the group's first item in the whole call */
 } mgroup;
-/* One distinct activation matrix to quantize (shared by the quant jobs with the same x, ldx, T, n_in). */
+/* One distinct activation matrix to convert (shared by the jobs with the same x, ldx, T, n_in and form). */
 typedef struct {
     const float *x;
-    int64_t ldx, T, n_in, row0; /* row0: its first row among all rows to quantize */
-    kq8 *q;
+    int64_t ldx, T, n_in, row0; /* row0: its first row among all rows to convert */
+    int act;
+    size_t rb;                  /* bytes per converted row */
+    uint8_t *q;
 } mact;
+
+/* Token t's quantized activations (ACT_Q8). */
+static const kq8 *act_q8(const mjob *m, int64_t t) { return (const kq8 *)(const void *)(m->xa + (size_t)t * m->xa_rb); }
 
 /* Rows [o0, o1) x tokens [t0, t1) of one job. */
 static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t0, int64_t t1, float *panel,
@@ -1040,7 +1070,7 @@ static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t
     const uint8_t *wb = j->w;
     const ggml_type t = j->wtype;
     const int accu = j->accumulate != 0;
-    if (m->quant) {
+    if (m->act == ACT_Q8) {
         const int64_t nb32 = j->n_in / 32;
 #if KERN_X86 && defined(__GNUC__)
         /* AVX2: unpack the item's rows once for all its tokens (the AVX-512 kernel has no panel form, and one
@@ -1052,7 +1082,7 @@ static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t
                 for (int64_t tt = t0; tt < t1; tt += 4) {
                     int nt = t1 - tt < 4 ? (int)(t1 - tt) : 4;
                     const kq8 *a[4];
-                    for (int i = 0; i < nt; i++) a[i] = m->xq + (tt + i) * nb32;
+                    for (int i = 0; i < nt; i++) a[i] = act_q8(m, tt + i);
                     q4_0_panel_rows(j->y + tt * m->ldy, m->ldy, accu, qp, a, nt, o0, o1, nb32);
                 }
                 return;
@@ -1062,9 +1092,14 @@ static void run_range(int simd, const mjob *m, int64_t o0, int64_t o1, int64_t t
         for (int64_t tt = t0; tt < t1; tt += 4) {
             int nt = t1 - tt < 4 ? (int)(t1 - tt) : 4;
             const kq8 *a[4];
-            for (int i = 0; i < nt; i++) a[i] = m->xq + (tt + i) * nb32;
+            for (int i = 0; i < nt; i++) a[i] = act_q8(m, tt + i);
             dot_q_rows(simd, j->y + tt * m->ldy, m->ldy, accu, wb, m->rb, t, a, nt, o0, o1, nb32);
         }
+    } else if (m->act == ACT_BF16) {
+#if KERN_X86 && defined(__GNUC__)
+        kern_avx512_bf16_rows(j->y, m->ldy, accu, wb, m->rb, (const uint16_t *)(const void *)m->xa,
+                              (int64_t)m->xa_rb / 2, j->n_in, o0, o1, t0, t1);
+#endif
     } else if (j->T < 3) {
         dot_f_rows(simd, j->y, m->ldy, accu, wb, m->rb, t, j->x, m->ldx, j->n_in, o0, o1, t0, t1);
     } else {
@@ -1129,13 +1164,15 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
         mjob *m = &mj[i];
         m->j = j;
         m->next = -1;
-        m->xq = NULL;
+        m->xa = NULL;
         if (j->T == 0 || j->n_out == 0) continue;
         m->rb = ggml_row_bytes(j->wtype, j->n_in);
         m->ldy = j->ldy ? j->ldy : j->n_out;
         m->ldx = j->ldx ? j->ldx : j->n_in;
-        m->quant = type_is_quant(j->wtype);
-        if (!m->quant && j->T >= 3) {
+        m->act = type_is_quant(j->wtype)                             ? ACT_Q8
+                 : simd == KP_AVX512BF16 && j->wtype == GGML_BF16 ? ACT_BF16
+                                                                  : ACT_F32;
+        if (m->act == ACT_F32 && j->T >= 3) {
             need_panel = 1;
             if (j->accumulate && j->n_in > KB_K) need_acc = 1;
         }
@@ -1156,25 +1193,28 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
             gr->first = i;
             /* decode: blocks of rows handed out dynamically (64 for quantized W: the Q4_0 kernel prefetches two groups
              * of 8 rows ahead, which should be this thread's next rows) */
-            if (j->T == 1) gr->rbk = m->quant ? 64 : 16, gr->tbk = 1;
-            else if (m->quant) gr->rbk = KQ_ROWS, gr->tbk = KQ_TOK;
+            if (j->T == 1) gr->rbk = m->act == ACT_Q8 ? 64 : 16, gr->tbk = 1;
+            else if (m->act == ACT_Q8) gr->rbk = KQ_ROWS, gr->tbk = KQ_TOK;
             else if (j->T < 3) gr->rbk = 16, gr->tbk = j->T;
             else gr->rbk = KB_ROWS, gr->tbk = KB_TOK;
             gr->n_rb = (j->n_out + gr->rbk - 1) / gr->rbk;
             gr->item0 = n_items;
             n_items += gr->n_rb * ((j->T + gr->tbk - 1) / gr->tbk);
         }
-        if (m->quant) { /* activation set: shared by jobs with the same x */
+        if (m->act != ACT_F32) { /* activation set: shared by jobs with the same x and form */
             int ai = -1;
             for (int k = 0; k < na; k++)
-                if (ma[k].x == j->x && ma[k].ldx == m->ldx && ma[k].T == j->T && ma[k].n_in == j->n_in) ai = k;
+                if (ma[k].x == j->x && ma[k].ldx == m->ldx && ma[k].T == j->T && ma[k].n_in == j->n_in &&
+                    ma[k].act == m->act)
+                    ai = k;
             if (ai < 0) {
                 ai = na++;
-                ma[ai] = (mact){j->x, m->ldx, j->T, j->n_in, act_rows, NULL};
+                ma[ai] = (mact){j->x, m->ldx, j->T, j->n_in, act_rows, m->act, act_row_bytes(m->act, j->n_in), NULL};
                 act_rows += j->T;
-                act_bytes += (size_t)j->T * kern_act_bytes(j->n_in);
+                act_bytes += (size_t)j->T * ma[ai].rb;
             }
-            m->xq = (const kq8 *)(uintptr_t)ai; /* resolved below, once the buffer exists */
+            m->xa = (const uint8_t *)(uintptr_t)ai; /* resolved below, once the buffer exists */
+            m->xa_rb = ma[ai].rb;
         }
     }
     if (na > 0) {
@@ -1182,11 +1222,11 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
         if (!ab) return moec_wrap_error("kern_matmul");
         size_t off = 0;
         for (int k = 0; k < na; k++) {
-            ma[k].q = (kq8 *)(ab + off);
-            off += (size_t)ma[k].T * kern_act_bytes(ma[k].n_in);
+            ma[k].q = ab + off;
+            off += (size_t)ma[k].T * ma[k].rb;
         }
         for (int i = 0; i < n; i++)
-            if (mj[i].quant && jobs[i].T > 0 && jobs[i].n_out > 0) mj[i].xq = ma[(uintptr_t)mj[i].xq].q;
+            if (mj[i].act != ACT_F32 && jobs[i].T > 0 && jobs[i].n_out > 0) mj[i].xa = ma[(uintptr_t)mj[i].xa].q;
     }
     const int par = macs >= PAR_MIN_MACS && n_items > 1;
     /* activations: cheap (T*n_in); on the calling thread for few rows, saving a barrier */
@@ -1194,7 +1234,7 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
     if (!act_in_region)
         for (int k = 0; k < na; k++)
             for (int64_t t = 0; t < ma[k].T; t++)
-                quantize_act(simd, ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
+                convert_act(simd, ma[k].act, ma[k].q + (size_t)t * ma[k].rb, ma[k].x + t * ma[k].ldx, ma[k].n_in);
     if (!par) {
         float *panel = need_panel ? scratch(KS_PANEL, (size_t)KB_ROWS * KB_K * sizeof(float)) : NULL;
         float *acct = need_acc ? scratch(KS_ACC, (size_t)KB_ROWS * KB_TOK * sizeof(float)) : NULL;
@@ -1227,7 +1267,7 @@ int kern_matmul_multi(const kern_mm *jobs, int n) {
                 int k = 0;
                 while (k + 1 < na && ma[k + 1].row0 <= r) k++;
                 int64_t t = r - ma[k].row0;
-                quantize_act(simd, ma[k].q + t * (ma[k].n_in / 32), ma[k].x + t * ma[k].ldx, ma[k].n_in);
+                convert_act(simd, ma[k].act, ma[k].q + (size_t)t * ma[k].rb, ma[k].x + t * ma[k].ldx, ma[k].n_in);
             }
         }
         float *panel = need_panel ? scratch(KS_PANEL, (size_t)KB_ROWS * KB_K * sizeof(float)) : NULL;

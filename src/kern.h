@@ -57,10 +57,12 @@ int kern_gemm_acc(float *c, const float *a, int64_t a_rs, int64_t a_cs, const fl
 int kern_matmul_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t T,
                          int64_t n_in, int64_t n_out);
 
-/* "avx512", "avx2" or "scalar": the path kern_matmul takes on this CPU for a call made on this thread. The CPU and
- * MOEC_KERN are probed once per process: MOEC_KERN=scalar forces the portable path, MOEC_KERN=avx2 keeps an AVX-512
- * CPU on the AVX2 kernels; "avx512" needs AVX-512 F, BW, VL and VNNI enabled by the OS (the other kernels of that
- * path are the AVX2 ones). */
+/* "avx512bf16", "avx512", "avx2" or "scalar": the path kern_matmul takes on this CPU for a call made on this thread.
+ * The CPU and MOEC_KERN are probed once per process; MOEC_KERN names the most the path may use (scalar: the portable
+ * path; avx2 keeps an AVX-512 CPU on the AVX2 kernels; avx512: no BF16 arithmetic). "avx512" needs AVX-512 F, BW, VL
+ * and VNNI enabled by the OS (the other kernels of that path are the AVX2 ones); "avx512bf16" also AVX512_BF16, and
+ * then BF16 weights are multiplied by the activations rounded to BF16 (to nearest even) with fp32 sums, as llama.cpp
+ * does on such CPUs: about 2^-9 relative error per element more than the exact fp32 product of the other paths. */
 const char *kern_path(void);
 /* Test hook: on != 0 makes kern calls made on the calling thread take the portable scalar path (as MOEC_KERN=scalar
  * would for the whole process); on = 0 restores the default. Returns the previous setting. */

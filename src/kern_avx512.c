@@ -1,7 +1,8 @@
 /* kern_avx512: AVX-512 (F, BW, VL, VNNI) versions of kern's decode and GEMM inner kernels. kern.c calls them when
  * the CPU reports all four and the OS saves the ZMM state (and MOEC_KERN does not cap the path at avx2); types and
  * shapes these do not cover take the AVX2 kernels. Every function has the contract of its kern.c counterpart
- * (kern_impl.h); the results differ from the AVX2 path only by fp32 summation order. Built with per-function target
+ * (kern_impl.h); the results differ from the AVX2 path only by fp32 summation order. With AVX512_BF16 as well (path
+ * avx512bf16), BF16 weights take kern_avx512_bf16_rows (last section) in decode and prefill alike. Built with per-function target
  * attributes, so the file compiles with any x86-64 flags (and to nothing elsewhere).
  *
  * Q8_0 / Q4_0: two 32-element blocks per 512-bit vector. The weight bytes w (Q4_0: nibbles minus 8) are made
@@ -172,6 +173,69 @@ AVX512 void kern_avx512_tile_f32(float *y, int64_t ldy, const float *x, int64_t 
         case 3: tile_body(yt, ldy, xt, ldx, w, ldw, 1, 3, kc, accumulate); break;
         case 2: tile_body(yt, ldy, xt, ldx, w, ldw, 1, 2, kc, accumulate); break;
         default: tile_body(yt, ldy, xt, ldx, w, ldw, 1, 1, kc, accumulate); break;
+        }
+    }
+}
+
+/* ---- AVX512_BF16 ---------------------------------------------------------------------------------------------- */
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma,f16c")))
+
+/* 16 at a time with VCVTNEPS2BF16 (once per activation row and call: its cost does not show). Not the two-source
+ * VCVTNE2PS2BF16: the emulator the tests run on (Bochs 3.0) gets the upper half of its result wrong. */
+AVX512BF16 void kern_avx512_to_bf16(uint16_t *dst, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* MT tokens x NR rows, all n elements: one VDPBF16PS chain per (token, row), 32 elements a step, the tail masked
+ * (zeros add nothing). Inlined with constant MT/NR; every instantiation does the same per-(token, row) operations. */
+AVX512BF16 static INLINE void bf16_tile(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, const uint16_t *x,
+                                        int64_t ldx, int64_t n, int MT, int NR) {
+    __m512 acc[3][4];
+    _Pragma("GCC unroll 4") for (int t = 0; t < MT; t++)
+        _Pragma("GCC unroll 4") for (int o = 0; o < NR; o++) acc[t][o] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n; k += 32) {
+        const __mmask32 m = n - k >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (n - k)) - 1);
+        __m512bh xv[3];
+        _Pragma("GCC unroll 4") for (int t = 0; t < MT; t++)
+            xv[t] = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * ldx + k);
+        _Pragma("GCC unroll 4") for (int o = 0; o < NR; o++) {
+            const uint8_t *p = w + (size_t)o * rb + 2 * (size_t)k;
+            KPF((uintptr_t)p + KPF_DIST);
+            const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, p);
+            _Pragma("GCC unroll 4") for (int t = 0; t < MT; t++) acc[t][o] = _mm512_dpbf16_ps(acc[t][o], xv[t], wv);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int t = 0; t < MT; t++)
+        _Pragma("GCC unroll 4") for (int o = 0; o < NR; o++) {
+            float r = _mm512_reduce_add_ps(acc[t][o]);
+            if (accu) y[t * ldy + o] += r;
+            else y[t * ldy + o] = r;
+        }
+}
+
+AVX512BF16 void kern_avx512_bf16_rows(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, const uint16_t *xb,
+                                      int64_t ldxb, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t += 3) {
+        const int mt = t1 - t < 3 ? (int)(t1 - t) : 3;
+        for (int64_t o = o0; o < o1; o += 4) {
+            const int nr = o1 - o < 4 ? (int)(o1 - o) : 4;
+            float *yt = y + t * ldy + o;
+            const uint8_t *wo = w + (size_t)o * rb;
+            const uint16_t *xt = xb + t * ldxb;
+            if (mt == 3 && nr == 4) {
+                bf16_tile(yt, ldy, accu, wo, rb, xt, ldxb, n, 3, 4);
+                continue;
+            }
+            for (int i = 0; i < mt; i++) /* edges: one token at a time */
+                switch (nr) {
+                case 4: bf16_tile(yt + i * ldy, ldy, accu, wo, rb, xt + i * ldxb, ldxb, n, 1, 4); break;
+                case 3: bf16_tile(yt + i * ldy, ldy, accu, wo, rb, xt + i * ldxb, ldxb, n, 1, 3); break;
+                case 2: bf16_tile(yt + i * ldy, ldy, accu, wo, rb, xt + i * ldxb, ldxb, n, 1, 2); break;
+                default: bf16_tile(yt + i * ldy, ldy, accu, wo, rb, xt + i * ldxb, ldxb, n, 1, 1); break;
+                }
         }
     }
 }

@@ -15,8 +15,9 @@
 #endif
 
 /* The kernel path of a call: KP_SCALAR (portable C), KP_AVX2 (AVX2 + FMA + F16C), KP_AVX512 (those plus AVX-512 F,
- * BW, VL and VNNI; the kernels kern_avx512.c has, the AVX2 ones for the rest). */
-enum { KP_SCALAR = 0, KP_AVX2 = 1, KP_AVX512 = 2 };
+ * BW, VL and VNNI; the kernels kern_avx512.c has, the AVX2 ones for the rest), KP_AVX512BF16 (also AVX512_BF16: BF16
+ * weights are multiplied in BF16, activations rounded to BF16 once per call; everything else as KP_AVX512). */
+enum { KP_SCALAR = 0, KP_AVX2 = 1, KP_AVX512 = 2, KP_AVX512BF16 = 3 };
 
 /* Activation block: 32 int8 values, x ≈ d*q; s[h] = sum of q[16h .. 16h+15]; ds = d * (s[0] + s[1]). */
 typedef struct {
@@ -79,6 +80,16 @@ void kern_avx512_dot_f_rows(float *y, int64_t ldy, int accu, const uint8_t *w, s
                             int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1);
 void kern_avx512_tile_f32(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int mt,
                           int nr, int64_t kc, int accumulate);
+/* AVX512_BF16 kernels (kern_avx512.c), KP_AVX512BF16 only:
+ * kern_avx512_to_bf16: dst[0..n) = x rounded to BF16 the way VCVTNEPS2BF16 rounds (to nearest even; denormals to
+ *   signed zero; NaN stays NaN).
+ * kern_avx512_bf16_rows: rows [o0, o1) of a BF16 W (row stride rb bytes, n elements) x BF16 tokens [t0, t1) of xb (row
+ *   stride ldxb elements): y[t*ldy + o] (accu: +=) sum over k of w[o][k] * xb[t][k] in fp32 (VDPBF16PS pairs, 32
+ *   elements per step, one chain per (token, row) in k order). A token's result does not depend on t0, t1, o0, o1:
+ *   decode and prefill give the same bits. */
+void kern_avx512_to_bf16(uint16_t *dst, const float *x, int64_t n);
+void kern_avx512_bf16_rows(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, const uint16_t *xb,
+                           int64_t ldxb, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1);
 #endif
 
 #endif

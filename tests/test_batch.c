@@ -1,10 +1,10 @@
 /* model_forward_batch: several sequences in one step. Oracle: the same sequences run one at a time through
  * model_forward (their own, independent states). Models: yuan2moe (LFA carry, attention router, a dense lead
- * layer, no GQA) and a llama MoE (GQA, linear router), in fp32 and written as Q8_0 and reloaded (quantized
- * kernels, mmap'd weights). Checks: a batched prefill of prompts of different lengths (every row's logits and the
- * states it leaves), then batched decode steps with the sequences at different positions, with and without
- * MODEL_FWD_LAST; and that bad batches (a state twice, a full context, a bad id, a foreign state) fail with one
- * error before anything changes. Tolerance: 1e-4 of max|logit| (more rows take the blocked GEMM path of the
+ * layer, no GQA) and a llama MoE (GQA, linear router), in fp32, and written as BF16 and as Q8_0 and reloaded (BF16
+ * and quantized kernels, mmap'd weights). Checks: a batched prefill of prompts of different lengths (every row's
+ * logits and the states it leaves), then batched decode steps with the sequences at different positions, with and
+ * without MODEL_FWD_LAST; and that bad batches (a state twice, a full context, a bad id, a foreign state) fail with
+ * one error before anything changes. Tolerance: 1e-4 of max|logit| (more rows take the blocked GEMM path of the
  * float kernels, whose summation order differs; a wrong position, carry or cache row gives errors of order 1). */
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +116,17 @@ int main(void) {
         char label[64], path[300];
         snprintf(label, sizeof label, "%s f32", names[i]);
         check_batch(m, label);
+        /* BF16: on the avx512bf16 path its own kernel (VDPBF16PS, activations rounded to BF16) */
+        snprintf(path, sizeof path, "%s/%s-bf16.gguf", dir, names[i]);
+        T_CHECK(init_write_gguf(m, path, GGML_BF16, NULL) == 0, "%s: write BF16: %s", names[i], moec_last_error());
+        model *h = model_load(path, NULL);
+        T_CHECK(h != NULL, "%s: load BF16: %s", names[i], moec_last_error());
+        if (h) {
+            snprintf(label, sizeof label, "%s bf16", names[i]);
+            check_batch(h, label);
+        }
+        model_free(h);
+        unlink(path);
         snprintf(path, sizeof path, "%s/%s-q8.gguf", dir, names[i]);
         T_CHECK(init_write_gguf(m, path, GGML_Q8_0, NULL) == 0, "%s: write Q8_0: %s", names[i], moec_last_error());
         model *q = model_load(path, NULL);

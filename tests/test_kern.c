@@ -3,7 +3,9 @@
  * tiles, several k panels / row blocks / token blocks).
  * Oracles, in double precision: (1) the dequantized weights times the exact activations (float types: tight; quantized
  * types: within the 8-bit activation-rounding bound); (2) for quantized types, the dequantized weights times the
- * dequantized 8-bit activations, which the integer kernels must match to fp32 rounding. */
+ * dequantized 8-bit activations, which the integer kernels must match to fp32 rounding. On the avx512bf16 path BF16
+ * weights meet activations rounded to BF16 (VCVTNEPS2BF16's rule, written out below): (2) is then the weights times
+ * the rounded activations, and (1) holds within the rounding bound sum |w| |x - bf16(x)|. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -25,6 +27,22 @@ typedef struct {
 
 static int g_fail_shown;
 
+/* fp32 -> BF16 -> fp32 as VCVTNEPS2BF16 rounds: to nearest even, zero and denormals to signed zero, NaN quiet. */
+static float bf16_hw(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7F800000u) == 0) u &= 0x80000000u;
+    else if ((u & 0x7F800000u) == 0x7F800000u) u = (u & 0x7FFFFFu) ? (u | 0x400000u) & 0xFFFF0000u : u;
+    else u = (u + 0x7FFFu + ((u >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Does kern_matmul round the activations of weight type t to BF16 (the avx512bf16 path)? */
+static int bf16_acts(ggml_type t, int scalar) {
+    return t == GGML_BF16 && !scalar && !strcmp(kern_path(), "avx512bf16");
+}
+
 /* Run kern_matmul and compare with the oracles. */
 static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int scalar, moec_rng *r) {
     void *w = t_random_weights(t, n_in, n_out, r);
@@ -35,6 +53,8 @@ static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int 
     size_t rb = ggml_row_bytes(t, n_in);
     for (int64_t o = 0; o < n_out; o++) kern_row_to_f32(wf + o * n_in, (const uint8_t *)w + rb * (size_t)o, t, n_in);
     int quant = t == GGML_Q8_0 || t == GGML_Q4_0 || t == GGML_Q4_1 || t == GGML_Q4_K || t == GGML_Q6_K;
+    const int bfx = bf16_acts(t, scalar), rounded = quant || bfx; /* rounded: oracle (2) applies */
+    for (int64_t i = 0; bfx && i < T * n_in; i++) xq[i] = bf16_hw(x[i]);
     if (quant) { /* dequantized activations, from the documented block layout */
         act_blk *a = malloc(kern_act_bytes(n_in));
         for (int64_t tt = 0; tt < T; tt++) {
@@ -65,22 +85,22 @@ static void check_case(ggml_type t, int64_t T, int64_t n_in, int64_t n_out, int 
                 double wv = wf[o * n_in + i], xv = x[tt * n_in + i];
                 ex += wv * xv;
                 mag += fabs(wv * xv);
-                if (quant) {
+                if (rounded) {
                     double xqv = xq[tt * n_in + i];
                     exq += wv * xqv;
                     magq += fabs(wv * xqv);
-                    /* |x - xq| <= d_a/2 per element */
-                    bound += fabs(wv) * amax[tt * (n_in / 32) + i / 32] / 127.0 * 0.5;
+                    /* quantized: |x - xq| <= d_a/2 per element; BF16: the rounding error itself */
+                    bound += fabs(wv) * (quant ? amax[tt * (n_in / 32) + i / 32] / 127.0 * 0.5 : fabs(xv - xqv));
                 }
             }
             double got = y[tt * n_out + o];
-            double err = quant ? fabs(got - exq) / (magq + 1e-30) : fabs(got - ex) / (mag + 1e-30);
+            double err = rounded ? fabs(got - exq) / (magq + 1e-30) : fabs(got - ex) / (mag + 1e-30);
             if (err > worst) worst = err;
-            int ok = err <= 2e-5 && (!quant || fabs(got - ex) <= bound * 1.001 + 1e-4 * mag);
+            int ok = err <= 2e-5 && (!rounded || fabs(got - ex) <= bound * 1.001 + 1e-4 * mag);
             if (!ok && g_fail_shown++ < 8)
                 T_CHECK(0, "%s %s T=%lld n_in=%lld n_out=%lld: y[%lld][%lld] = %.7g, want %.7g (exact-x %.7g)",
                         scalar ? "scalar" : "simd", ggml_type_name(t), (long long)T, (long long)n_in,
-                        (long long)n_out, (long long)tt, (long long)o, got, quant ? exq : ex, ex);
+                        (long long)n_out, (long long)tt, (long long)o, got, rounded ? exq : ex, ex);
             if (!ok) bad++;
         }
     T_CHECK(bad == 0, "%s %s T=%lld n_in=%lld n_out=%lld: %d wrong outputs (worst rel err %.2g)",
@@ -212,6 +232,7 @@ int main(int argc, char **argv) {
         printf("%s\n", kern_path());
         return 0;
     }
+    if (argc > 2 && strcmp(argv[1], "--kern") == 0) setenv("MOEC_KERN", argv[2], 1); /* before the first call */
     moec_rng r;
     moec_rng_seed(&r, 1234);
     printf("kern path: %s\n", kern_path());
@@ -248,13 +269,30 @@ int main(int argc, char **argv) {
             kern_matmul(y2, x, w, all[k], T, n_in, n_out);
             double md = 0, mm = 0;
             for (int64_t i = 0; i < T * n_out; i++) md = fmax(md, fabs(y1[i] - y2[i])), mm = fmax(mm, fabs(y1[i]));
-            T_CHECK(md <= 1e-5 * mm, "%s: scalar vs %s differ by %g (max %g)", ggml_type_name(all[k]), kern_path(), md,
+            /* (BF16 on avx512bf16: the activations rounded to 8 bits, ~2^-9 relative per element) */
+            const double tol = bf16_acts(all[k], 0) ? 1.0 / 128 : 1e-5;
+            T_CHECK(md <= tol * mm, "%s: scalar vs %s differ by %g (max %g)", ggml_type_name(all[k]), kern_path(), md,
                     mm);
             moec_free(w);
         }
         free(x);
         free(y1);
         free(y2);
+    }
+    /* avx512bf16: a token's BF16 product has the same bits in a call of 1 token (decode) as of 7 (prefill) */
+    if (bf16_acts(GGML_BF16, 0)) {
+        const int64_t T = 7, n_in = 100, n_out = 13;
+        float *x = malloc(sizeof(float) * T * n_in), *y7 = malloc(sizeof(float) * T * n_out), y1[13];
+        for (int64_t i = 0; i < T * n_in; i++) x[i] = moec_rng_normal(&r);
+        void *w = t_random_weights(GGML_BF16, n_in, n_out, &r);
+        T_CHECK(kern_matmul(y7, x, w, GGML_BF16, T, n_in, n_out) == 0, "%s", moec_last_error());
+        int same = 1;
+        for (int64_t t = 0; t < T; t++) {
+            T_CHECK(kern_matmul(y1, x + t * n_in, w, GGML_BF16, 1, n_in, n_out) == 0, "%s", moec_last_error());
+            same &= !memcmp(y1, y7 + t * n_out, sizeof y1);
+        }
+        T_CHECK(same, "BF16 on avx512bf16: decode and prefill give different bits for a token");
+        moec_free(w), free(x), free(y7);
     }
     /* kern_matmul_backward (via kern_gemm_acc): dx += dy·W, dw += dyᵀ·x against double loops, both paths, and the
      * same bits for 1 and 2 threads */

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Checks the tools that tests/bochs/run.sh needs and fetches a Debian kernel (the cloud flavour,
-# via `apt-get download`, never installed) into CACHE_DIR/vmlinuz if it is not there yet.
+# Checks the tools that tests/bochs/run.sh needs, builds the emulator (build-bochs.sh) and fetches a Debian kernel
+# (the cloud flavour, via `apt-get download`, never installed) into CACHE_DIR/vmlinuz if they are not there yet.
 # Usage: bash tests/bochs/setup.sh CACHE_DIR. Exits 77 with one line on stderr when something
 # is missing (the packages come from scripts/install-deps.sh).
 set -euo pipefail
 cache=${1:?usage: setup.sh CACHE_DIR}
 skip() { echo "bochs: skipped: $*" >&2; exit 77; }
 
-for f in /usr/bin/bochs-bin /usr/share/bochs/BIOS-bochs-latest /usr/share/vgabios/vgabios.bin \
-         /usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so \
+for f in /usr/share/bochs/BIOS-bochs-latest /usr/share/vgabios/vgabios.bin \
          /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32; do
-    [ -e "$f" ] || skip "$f is missing (install bochs bochs-term bochsbios vgabios isolinux syslinux-common: scripts/install-deps.sh)"
+    [ -e "$f" ] || skip "$f is missing (install bochsbios vgabios isolinux syslinux-common: scripts/install-deps.sh)"
 done
-for t in xorriso cpio script gcc; do
+for t in xorriso cpio gcc; do
     command -v "$t" >/dev/null || skip "$t is missing (scripts/install-deps.sh)"
 done
+bash "$(dirname "$0")/build-bochs.sh" "$cache"
 
 [ -s "$cache/vmlinuz" ] && exit 0
 mkdir -p "$cache"
