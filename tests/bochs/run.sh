@@ -9,9 +9,9 @@
 # not available, 124 on timeout, 125 when Bochs fails before the program ends.
 # Debug knobs: MOEC_BOCHS_APPEND (extra kernel args, e.g. "loglevel=8" shows the boot log in
 # serial.log), MOEC_BOCHS_CPU (Bochs CPU model, default sapphire_rapids; tigerlake has no AVX512_BF16).
-# Kernel args that mattered with Bochs 2.7 (kept: the features are not needed): clearcpuid=pku,xsavec,xsaves (Bochs reports a bad XSAVE
-# layout for PKRU and a wrong compacted size; without this Linux disables XSAVE, so no AVX at all),
-# fsrm,erms (with them Linux 6.1's patched memmove breaks under Bochs and corrupts memory at boot),
+# Kernel args found with Bochs 2.7 and kept (the features are not needed): clearcpuid=pku,xsavec,xsaves (Bochs
+# reported a bad XSAVE layout for PKRU and a wrong compacted size; without this Linux disables XSAVE, so no AVX),
+# fsrm,erms (with them Linux 6.1's patched memmove broke under Bochs and corrupted memory at boot),
 # tsc_early_khz = ips/1000 (Bochs' TSC counts instructions; the CPUID-reported 2.4 GHz is wrong).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
