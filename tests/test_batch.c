@@ -116,24 +116,22 @@ int main(void) {
         char label[64], path[300];
         snprintf(label, sizeof label, "%s f32", names[i]);
         check_batch(m, label);
-        /* BF16: on the avx512bf16 path its own kernel (VDPBF16PS, activations rounded to BF16) */
-        snprintf(path, sizeof path, "%s/%s-bf16.gguf", dir, names[i]);
-        T_CHECK(init_write_gguf(m, path, GGML_BF16, NULL) == 0, "%s: write BF16: %s", names[i], moec_last_error());
-        model *h = model_load(path, NULL);
-        T_CHECK(h != NULL, "%s: load BF16: %s", names[i], moec_last_error());
-        if (h) {
-            snprintf(label, sizeof label, "%s bf16", names[i]);
-            check_batch(h, label);
-        }
-        model_free(h);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/%s-q8.gguf", dir, names[i]);
-        T_CHECK(init_write_gguf(m, path, GGML_Q8_0, NULL) == 0, "%s: write Q8_0: %s", names[i], moec_last_error());
-        model *q = model_load(path, NULL);
-        T_CHECK(q != NULL, "%s: load Q8_0: %s", names[i], moec_last_error());
-        if (q) {
-            snprintf(label, sizeof label, "%s q8_0", names[i]);
-            check_batch(q, label);
+        /* written as BF16 (on the avx512bf16 path its own kernel: VDPBF16PS, activations rounded to BF16), then as
+         * Q8_0 (kept in q for the check below), each reloaded */
+        const ggml_type wt[2] = {GGML_BF16, GGML_Q8_0};
+        model *q = NULL;
+        for (int k = 0; k < 2; k++) {
+            const char *tn = ggml_type_name(wt[k]);
+            snprintf(path, sizeof path, "%s/%s-%s.gguf", dir, names[i], tn);
+            T_CHECK(init_write_gguf(m, path, wt[k], NULL) == 0, "%s: write %s: %s", names[i], tn, moec_last_error());
+            model_free(q);
+            q = model_load(path, NULL);
+            T_CHECK(q != NULL, "%s: load %s: %s", names[i], tn, moec_last_error());
+            unlink(path);
+            if (q) {
+                snprintf(label, sizeof label, "%s %s", names[i], tn);
+                check_batch(q, label);
+            }
         }
         /* a state of another model is refused */
         if (q && i == 1 && keep) {
@@ -146,7 +144,6 @@ int main(void) {
                     "a state of another model: error (%s)", moec_last_error());
             model_seq_free(a), model_seq_free(b);
         }
-        unlink(path);
         model_free(q);
         if (!keep) keep = m;
         else model_free(m);
