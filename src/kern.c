@@ -83,8 +83,8 @@ static int type_is_quant(ggml_type t) {
 
 /* The path of this process (KP_*). The CPU's features and MOEC_KERN (scalar | avx2 | avx512 | avx512bf16: the most
  * the path may use) are read once, at the first call (CPUID traps to the hypervisor in a VM and costs ~20 us, far
- * more than a small matmul; getenv on every call showed in profiles). state: 0 = not probed yet, else path + 1; racing first calls
- * compute and store the same value. */
+ * more than a small matmul; getenv on every call showed in profiles). state: 0 = not probed yet, else path + 1;
+ * racing first calls compute and store the same value. */
 static int probe_simd(void) {
 #if KERN_X86 && defined(__GNUC__)
     static _Atomic int state;

@@ -2,8 +2,8 @@
  * the CPU reports all four and the OS saves the ZMM state (and MOEC_KERN does not cap the path at avx2); types and
  * shapes these do not cover take the AVX2 kernels. Every function has the contract of its kern.c counterpart
  * (kern_impl.h); the results differ from the AVX2 path only by fp32 summation order. With AVX512_BF16 as well (path
- * avx512bf16), BF16 weights take kern_avx512_bf16_rows (last section) in decode and prefill alike. Built with per-function target
- * attributes, so the file compiles with any x86-64 flags (and to nothing elsewhere).
+ * avx512bf16), BF16 weights take kern_avx512_bf16_rows (last section) in decode and prefill alike. Built with
+ * per-function target attributes, so the file compiles with any x86-64 flags (and to nothing elsewhere).
  *
  * Q8_0 / Q4_0: two 32-element blocks per 512-bit vector. The weight bytes w (Q4_0: nibbles minus 8) are made
  * unsigned with the sign trick (|w|, and the activation negated where w < 0: vpdpbusd multiplies unsigned by signed
