@@ -15,7 +15,10 @@ awk 'BEGIN{srand(5); for(i=0;i<300;i++){n=5+int(rand()*14); s=int(rand()*40); l=
 args=(-d "$dir/ids.txt" --val "$dir/ids.txt" --eval-rows 20 --seq 16 --batch 2 --accum 2 --steps 400 --lr 3e-3
       --warmup 10 --save-every 8 --eval-every 40 --quiet)
 
+t0=$EPOCHREALTIME
 "$MOEC" train -m "$FIX" "${args[@]}" -o "$dir/A.ckpt" || fail "uninterrupted run"
+t1=$EPOCHREALTIME
+run_ms=$(( (${t1/./} - ${t0/./}) / 1000 )) # how long the whole run takes on this machine, now
 "$MOEC" export "$dir/A.ckpt" "$dir/A.gguf" || fail "export A"
 [ -s "$dir/A.ckpt.csv" ] && [ -s "$dir/A.ckpt.svg" ] || fail "no CSV/SVG log"
 first=$(awk -F, 'NR==2{print $3}' "$dir/A.ckpt.csv")
@@ -25,7 +28,9 @@ awk -v a="$first" -v b="$last" 'BEGIN{exit !(b < a - 1.0)}' || fail "loss did no
 "$MOEC" info "$dir/A.gguf" >/dev/null 2>&1 || true
 [ "$(stat -c %s "$dir/A.gguf")" -lt "$(stat -c %s "$dir/A.ckpt")" ] || fail "export did not shrink the file"
 
-# interrupted run: kill -9 at random moments, resume from the last checkpoint each time
+# interrupted run: kill -9 at random moments, resume from the last checkpoint each time. The moments are 5-25% of
+# the uninterrupted run's time after each start, so at least the first two kills land inside the run however fast
+# the machine is (a fixed 0.05-0.34 s once let a fast run finish before its second kill).
 kills=0
 RANDOM=42
 for attempt in $(seq 1 30); do
@@ -35,7 +40,8 @@ for attempt in $(seq 1 30); do
         "$MOEC" train -m "$FIX" "${args[@]}" -o "$dir/B.ckpt" & pid=$!
     fi
     if [ $kills -lt 4 ]; then
-        sleep "$(printf '0.%02d' $((RANDOM % 30 + 5)))"  # 0.05 .. 0.34 s
+        ms=$(( run_ms * (RANDOM % 21 + 5) / 100 ))
+        sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
         if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
     fi
     wait $pid; rc=$?
