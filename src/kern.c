@@ -834,34 +834,13 @@ AVX2 static void dot_q_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t 
 /* Rows [o0, o1) of a float W (row stride rb) x tokens [t0, t1) of x (row stride ldx): y[t*ldy + o] (+)= dot. */
 static void dot_f_rows_scalar(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                               const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0, int64_t t1) {
-    for (int64_t o = o0; o < o1; o++)
-        for (int64_t tt = t0; tt < t1; tt++) {
-            float r = dot_f_scalar(w + (size_t)o * rb, t, x + tt * ldx, n);
-            if (accu) y[tt * ldy + o] += r;
-            else y[tt * ldy + o] = r;
-        }
+    KERN_DF_ROWS(dot_f_scalar)
 }
 #if KERN_X86 && defined(__GNUC__)
-AVX2 static inline __attribute__((always_inline)) void dot_f_rows_body(float *y, int64_t ldy, int accu,
-                                                                        const uint8_t *w, size_t rb, ggml_type t,
-                                                                        const float *x, int64_t ldx, int64_t n,
-                                                                        int64_t o0, int64_t o1, int64_t t0,
-                                                                        int64_t t1) {
-    for (int64_t o = o0; o < o1; o++)
-        for (int64_t tt = t0; tt < t1; tt++) {
-            float r = dot_f_avx2(w + (size_t)o * rb, t, x + tt * ldx, n);
-            if (accu) y[tt * ldy + o] += r;
-            else y[tt * ldy + o] = r;
-        }
-}
 AVX2 static void dot_f_rows_avx2(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                                  const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0,
                                  int64_t t1) {
-    switch (t) {
-    case GGML_F32: dot_f_rows_body(y, ldy, accu, w, rb, GGML_F32, x, ldx, n, o0, o1, t0, t1); break;
-    case GGML_F16: dot_f_rows_body(y, ldy, accu, w, rb, GGML_F16, x, ldx, n, o0, o1, t0, t1); break;
-    default: dot_f_rows_body(y, ldy, accu, w, rb, GGML_BF16, x, ldx, n, o0, o1, t0, t1); break;
-    }
+    KERN_DF_ROWS(dot_f_avx2)
 }
 #endif
 static void dot_f_rows(int simd, float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,

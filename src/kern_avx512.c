@@ -110,25 +110,10 @@ AVX512 static INLINE float dot_f_body(const uint8_t *p, ggml_type T, const float
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-AVX512 static INLINE void dot_f_rows_body(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type T,
-                                          const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0,
-                                          int64_t t1) {
-    for (int64_t o = o0; o < o1; o++)
-        for (int64_t tt = t0; tt < t1; tt++) {
-            float r = dot_f_body(w + (size_t)o * rb, T, x + tt * ldx, n);
-            if (accu) y[tt * ldy + o] += r;
-            else y[tt * ldy + o] = r;
-        }
-}
-
 AVX512 void kern_avx512_dot_f_rows(float *y, int64_t ldy, int accu, const uint8_t *w, size_t rb, ggml_type t,
                                    const float *x, int64_t ldx, int64_t n, int64_t o0, int64_t o1, int64_t t0,
                                    int64_t t1) {
-    switch (t) {
-    case GGML_F32: dot_f_rows_body(y, ldy, accu, w, rb, GGML_F32, x, ldx, n, o0, o1, t0, t1); break;
-    case GGML_F16: dot_f_rows_body(y, ldy, accu, w, rb, GGML_F16, x, ldx, n, o0, o1, t0, t1); break;
-    default: dot_f_rows_body(y, ldy, accu, w, rb, GGML_BF16, x, ldx, n, o0, o1, t0, t1); break;
-    }
+    KERN_DF_ROWS(dot_f_body)
 }
 
 /* Register tile of MT tokens x NR rows over kc, 16 wide, the k tail masked. Inlined with constant MT/NR. */

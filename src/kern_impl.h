@@ -51,6 +51,23 @@ static inline void kern_put_row(float *y, int64_t ldy, int accu, int64_t o, cons
     default: BODY(y, ldy, accu, w, rb, TYPE, a, 1, o0, o1, nb32); break;                                              \
     }
 
+/* Rows [o0, o1) of a float W (row stride rb, n elements) x tokens [t0, t1) of x (row stride ldx):
+ * y[t*ldy + o] (accu: +=) DOT(row, TYPE, token, n), one inlined copy per weight type (F32, F16, BF16: variable t), so
+ * DOT's type tests fold away. The body of the float decode row kernels (scalar, AVX2, AVX-512). */
+#define KERN_DF_LOOP(DOT, TYPE)                                                                                        \
+    for (int64_t o = o0; o < o1; o++)                                                                                  \
+        for (int64_t tt = t0; tt < t1; tt++) {                                                                         \
+            const float r_ = DOT(w + (size_t)o * rb, TYPE, x + tt * ldx, n);                                           \
+            if (accu) y[tt * ldy + o] += r_;                                                                           \
+            else y[tt * ldy + o] = r_;                                                                                 \
+        }
+#define KERN_DF_ROWS(DOT)                                                                                              \
+    switch (t) {                                                                                                       \
+    case GGML_F32: KERN_DF_LOOP(DOT, GGML_F32); break;                                                                 \
+    case GGML_F16: KERN_DF_LOOP(DOT, GGML_F16); break;                                                                 \
+    default: KERN_DF_LOOP(DOT, GGML_BF16); break;                                                                      \
+    }
+
 /* Software prefetch KPF_DIST / KPF_QDIST bytes ahead of the weights being read, one line per 64 bytes consumed: a
  * linear stream that runs on into the next rows (the matrix is contiguous). prefetch never faults; the address is
  * formed as an integer, so it may lie past the end of the matrix. */
